@@ -1,0 +1,1 @@
+SELECT outbox.emit($1, $2, $3)

@@ -1,0 +1,10 @@
+-- Gives back leased deliveries that were not attempted (shutdown), due now so
+-- another replica takes them at once; the claim's attempt count is undone.
+UPDATE outbox.deliveries d
+SET next_attempt_at = now(),
+    lease_token = NULL,
+    attempts = greatest(d.attempts - 1, 0)
+FROM unnest($1::uuid[], $2::uuid[]) AS r(id, lease_token)
+WHERE d.id = r.id
+  AND d.lease_token = r.lease_token
+  AND d.status = 'pending'

@@ -1,0 +1,212 @@
+//! The command line (SPEC §6): argument definitions and what each command does.
+//! `main` only parses, calls [`execute`] and maps errors to exit codes.
+
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::config::RunArgs;
+use crate::db;
+use crate::error::{Error, Result};
+use crate::sender::SystemResolver;
+use crate::shutdown;
+use crate::telemetry::LogFormat;
+use crate::webhooks::{self, CreateWebhook};
+
+/// webhookd delivers ProductBridge webhooks out of a PostgreSQL outbox.
+#[derive(Debug, Parser)]
+#[command(name = "webhookd", version, about, long_about = None)]
+pub struct Cli {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", default_value = db::DATABASE_URL_DEFAULT, global = true, hide_env_values = true)]
+    pub database_url: String,
+    /// Log format.
+    #[arg(
+        long,
+        env = "WEBHOOKD_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade the outbox schema (idempotent).
+    Migrate,
+    /// Run the delivery daemon until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Manage webhooks.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+    /// Emit one event (validated like `outbox.emit`); prints the event id.
+    Emit {
+        /// Organization UUID.
+        #[arg(long, value_name = "UUID")]
+        org: Uuid,
+        /// Event type, e.g. post.created.
+        #[arg(long, value_name = "TYPE")]
+        event: String,
+        /// The event's data, a JSON object.
+        #[arg(long, value_name = "JSON")]
+        data: String,
+    },
+    /// Put a failed or delivered delivery back to pending for one more round of attempts.
+    Redeliver {
+        /// Delivery UUID.
+        delivery_id: Uuid,
+    },
+    /// Run a self-contained demonstration: database, receiver, webhooks, events, retries.
+    Demo,
+}
+
+/// `webhookd webhooks …`.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Create a webhook; prints it as JSON with its secret (shown only this once).
+    Create {
+        /// Organization UUID.
+        #[arg(long, value_name = "UUID")]
+        org: Uuid,
+        /// Target URL (https://, public address).
+        #[arg(long)]
+        url: String,
+        /// A label for people.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Allow http:// and loopback/private addresses (tests, local use).
+        #[arg(long, env = "WEBHOOKD_ALLOW_PRIVATE_TARGETS")]
+        allow_private_targets: bool,
+    },
+    /// List an organization's webhooks with their status, as a JSON array.
+    List {
+        /// Organization UUID.
+        #[arg(long, value_name = "UUID")]
+        org: Uuid,
+    },
+    /// Revoke a webhook and cancel its pending deliveries (idempotent).
+    Revoke {
+        /// Webhook UUID.
+        webhook_id: Uuid,
+    },
+}
+
+/// Runs one command to completion.
+pub async fn execute(cli: Cli) -> Result<()> {
+    let url = cli.database_url.as_str();
+    match cli.command {
+        Command::Migrate => {
+            let mut client = db::connect_single(url).await?;
+            let applied = db::migrate(&mut client).await?;
+            if applied.is_empty() {
+                println!("schema is up to date (version {})", db::SCHEMA_VERSION);
+            } else {
+                println!(
+                    "applied migrations {applied:?}; schema is at version {}",
+                    db::SCHEMA_VERSION
+                );
+            }
+            Ok(())
+        }
+        Command::Run(args) => {
+            let secret_key = std::env::var("WEBHOOKD_SECRET_KEY").ok();
+            let config = args.validate(url, secret_key.as_deref())?;
+            let (trigger, shutdown) = shutdown::channel();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                trigger.trigger();
+            });
+            crate::daemon::run(config, shutdown).await
+        }
+        Command::Webhooks(command) => webhooks_command(url, command).await,
+        Command::Emit { org, event, data } => {
+            let data: serde_json::Value = serde_json::from_str(&data)
+                .map_err(|err| Error::Input(format!("--data is not valid JSON: {err}")))?;
+            let client = connected(url).await?;
+            let id = db::webhooks::emit(&client, org, &event, &data).await?;
+            println!("{id}");
+            Ok(())
+        }
+        Command::Redeliver { delivery_id } => {
+            let client = connected(url).await?;
+            db::webhooks::redeliver(&client, delivery_id).await?;
+            db::notify_wakeup(&client).await?;
+            println!("delivery {delivery_id} is pending again");
+            Ok(())
+        }
+        Command::Demo => crate::demo::run(std::env::var("DATABASE_URL").ok()).await,
+    }
+}
+
+async fn webhooks_command(url: &str, command: WebhooksCommand) -> Result<()> {
+    match command {
+        WebhooksCommand::Create {
+            org,
+            url: target,
+            label,
+            allow_private_targets,
+        } => {
+            let secrets =
+                crate::config::secret_box(std::env::var("WEBHOOKD_SECRET_KEY").ok().as_deref())?;
+            let client = connected(url).await?;
+            let request = CreateWebhook {
+                organization_id: org,
+                url: &target,
+                label: &label,
+                allow_private_targets,
+            };
+            let created = webhooks::create(&client, &secrets, &SystemResolver, &request).await?;
+            print_json(&created)
+        }
+        WebhooksCommand::List { org } => {
+            let client = connected(url).await?;
+            print_json(&webhooks::list(&client, org).await?)
+        }
+        WebhooksCommand::Revoke { webhook_id } => {
+            let mut client = connected(url).await?;
+            let revoked = db::webhooks::revoke(&mut client, webhook_id).await?;
+            if revoked.newly_revoked {
+                println!(
+                    "webhook {webhook_id} revoked; {} pending deliveries cancelled",
+                    revoked.cancelled
+                );
+            } else {
+                println!("webhook {webhook_id} was already revoked");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A connection to a database that has the current schema.
+async fn connected(url: &str) -> Result<tokio_postgres::Client> {
+    let client = db::connect_single(url).await?;
+    db::check_schema(&client).await?;
+    Ok(client)
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|err| Error::Other(err.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Configuration in two stages: [`RunArgs`] holds flags and environment as
+//! typed by the user; [`RunArgs::validate`] turns them into a [`DaemonConfig`]
+//! whose parts each service takes on its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::claimer::{ClaimerConfig, LEASE_DEFAULT};
+use crate::completer::CompleterConfig;
+use crate::daemon::DaemonConfig;
+use crate::error::{Error, Result};
+use crate::fanout::FanOutConfig;
+use crate::retry::{RetryPolicy, MAX_JITTER};
+use crate::sender::{format_duration, SenderConfig, SystemResolver};
+use crate::signing::SecretBox;
+
+/// Parses `300ms`, `60s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.starts_with('-') {
+        return Err("durations cannot be negative".to_string());
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(|| format!("\"{text}\" has no unit: write e.g. 300ms, 60s or 5m"))?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a duration: write e.g. 300ms, 60s or 5m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit \"{unit}\" in \"{text}\": use ms, s, m or h"
+            ))
+        }
+    };
+    if !seconds.is_finite() || seconds > 365.0 * 86_400.0 {
+        return Err(format!("\"{text}\" is too long"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".to_string());
+    }
+    Ok(duration)
+}
+
+/// `webhookd run` flags; each also reads `WEBHOOKD_<NAME>`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Delay before the first retry; doubles for each later one.
+    #[arg(long, env = "WEBHOOKD_RETRY_BASE_DELAY", default_value = "60s", value_parser = positive_duration, value_name = "DURATION")]
+    pub retry_base_delay: Duration,
+    /// Retries after the first attempt.
+    #[arg(long, env = "WEBHOOKD_MAX_RETRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub max_retries: u32,
+    /// Time allowed for DNS, TCP connect and TLS handshake.
+    #[arg(long, env = "WEBHOOKD_CONNECT_TIMEOUT", default_value = "10s", value_parser = positive_duration, value_name = "DURATION")]
+    pub connect_timeout: Duration,
+    /// Time from sending a request to a complete response.
+    #[arg(long, env = "WEBHOOKD_RESPONSE_TIMEOUT", default_value = "30s", value_parser = positive_duration, value_name = "DURATION")]
+    pub response_timeout: Duration,
+    /// Allow http:// URLs and loopback/private addresses (tests, local use).
+    #[arg(long, env = "WEBHOOKD_ALLOW_PRIVATE_TARGETS")]
+    pub allow_private_targets: bool,
+    /// How long a claimed delivery stays reserved; must exceed connect + response timeout.
+    #[arg(long, env = "WEBHOOKD_LEASE", default_value = "90s", value_parser = positive_duration, value_name = "DURATION")]
+    pub lease: Duration,
+    /// Address for health and metrics.
+    #[arg(
+        long,
+        env = "WEBHOOKD_ADMIN_ADDR",
+        default_value = "127.0.0.1:9187",
+        value_name = "HOST:PORT"
+    )]
+    pub admin_addr: std::net::SocketAddr,
+    /// Longest sleep between looks at the database when no notification comes.
+    #[arg(long, env = "WEBHOOKD_POLL_INTERVAL", default_value = "5s", value_parser = positive_duration, value_name = "DURATION")]
+    pub poll_interval: Duration,
+    /// Deliveries in flight at once, all webhooks together.
+    #[arg(long, env = "WEBHOOKD_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_in_flight: u32,
+    /// Deliveries in flight at once to one webhook.
+    #[arg(long, env = "WEBHOOKD_MAX_IN_FLIGHT_PER_WEBHOOK", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_in_flight_per_webhook: u32,
+    /// After SIGTERM, how long in-flight requests may finish before their leases are released.
+    #[arg(long, env = "WEBHOOKD_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_grace: Duration,
+    /// PEM file of extra trusted root certificates (the system roots stay trusted).
+    #[arg(long, env = "WEBHOOKD_EXTRA_CA_FILE", value_name = "PATH")]
+    pub extra_ca_file: Option<std::path::PathBuf>,
+    /// Database connections in the pool.
+    #[arg(long, env = "WEBHOOKD_DB_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=200))]
+    pub db_pool_size: u32,
+}
+
+impl RunArgs {
+    /// The validated daemon configuration. `secret_key` is the value of
+    /// `WEBHOOKD_SECRET_KEY`.
+    pub fn validate(&self, database_url: &str, secret_key: Option<&str>) -> Result<DaemonConfig> {
+        let secrets = secret_box(secret_key)?;
+        let budget = self.connect_timeout + self.response_timeout;
+        if self.lease <= budget {
+            return Err(Error::Config(format!(
+                "--lease ({}) must exceed --connect-timeout + --response-timeout ({}), \
+                 or a slow request could be sent twice",
+                format_duration(self.lease),
+                format_duration(budget)
+            )));
+        }
+        let extra_root_certificates = match &self.extra_ca_file {
+            Some(path) => read_certificates(path)?,
+            None => Vec::new(),
+        };
+        let max_in_flight = self.max_in_flight as usize;
+        Ok(DaemonConfig {
+            database_url: database_url.to_string(),
+            retry: RetryPolicy {
+                base_delay: self.retry_base_delay,
+                max_retries: self.max_retries,
+                jitter: MAX_JITTER,
+            },
+            sender: SenderConfig {
+                connect_timeout: self.connect_timeout,
+                response_timeout: self.response_timeout,
+                allow_private_targets: self.allow_private_targets,
+                extra_root_certificates,
+                resolver: Arc::new(SystemResolver),
+                ..SenderConfig::default()
+            },
+            claimer: ClaimerConfig {
+                batch: 256.min(max_in_flight),
+                max_in_flight,
+                max_in_flight_per_webhook: self.max_in_flight_per_webhook as usize,
+                lease: self.lease,
+            },
+            fanout: FanOutConfig::default(),
+            completer: CompleterConfig::default(),
+            poll_interval: self.poll_interval,
+            shutdown_grace: self.shutdown_grace,
+            secrets,
+            pool_size: self.db_pool_size as usize,
+        })
+    }
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        RunArgs {
+            retry_base_delay: Duration::from_secs(60),
+            max_retries: 3,
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(30),
+            allow_private_targets: false,
+            lease: LEASE_DEFAULT,
+            admin_addr: ([127, 0, 0, 1], 9187).into(),
+            poll_interval: Duration::from_secs(5),
+            max_in_flight: 512,
+            max_in_flight_per_webhook: 32,
+            shutdown_grace: Duration::from_secs(20),
+            extra_ca_file: None,
+            db_pool_size: 8,
+        }
+    }
+}
+
+/// Opens `WEBHOOKD_SECRET_KEY`, or says how to set it.
+pub fn secret_box(secret_key: Option<&str>) -> Result<SecretBox> {
+    match secret_key {
+        None | Some("") => Err(Error::Config(
+            "WEBHOOKD_SECRET_KEY is not set: set it to base64 of 32 random bytes \
+             (e.g. `export WEBHOOKD_SECRET_KEY=$(openssl rand -base64 32)`); it encrypts webhook secrets"
+                .to_string(),
+        )),
+        Some(key) => SecretBox::from_base64(key),
+    }
+}
+
+fn read_certificates(path: &std::path::Path) -> Result<Vec<native_tls::Certificate>> {
+    let pem = std::fs::read(path).map_err(|err| {
+        Error::Config(format!(
+            "cannot read --extra-ca-file {}: {err}",
+            path.display()
+        ))
+    })?;
+    let text = String::from_utf8_lossy(&pem);
+    let mut certificates = Vec::new();
+    let mut rest = text.as_ref();
+    const END: &str = "-----END CERTIFICATE-----";
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let Some(end) = rest[start..].find(END) else {
+            break;
+        };
+        let block = &rest[start..start + end + END.len()];
+        let certificate = native_tls::Certificate::from_pem(block.as_bytes()).map_err(|err| {
+            Error::Config(format!(
+                "--extra-ca-file {}: invalid certificate: {err}",
+                path.display()
+            ))
+        })?;
+        certificates.push(certificate);
+        rest = &rest[start + end + END.len()..];
+    }
+    if certificates.is_empty() {
+        return Err(Error::Config(format!(
+            "--extra-ca-file {} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certificates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_documented_units() {
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("-5s").unwrap_err().contains("negative"));
+        assert!(parse_duration("60").unwrap_err().contains("no unit"));
+        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert!(positive_duration("0s").is_err());
+    }
+
+    #[test]
+    fn lease_must_exceed_connect_plus_response_timeout() {
+        let key = SecretBox::generate_key_base64();
+        let args = RunArgs {
+            lease: Duration::from_secs(40),
+            ..RunArgs::default()
+        };
+        let err = args
+            .validate("postgres://x@localhost/db", Some(&key))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("--lease (40s) must exceed"),
+            "{err}"
+        );
+        assert!(RunArgs::default()
+            .validate("postgres://x@localhost/db", Some(&key))
+            .is_ok());
+    }
+
+    #[test]
+    fn missing_secret_key_says_how_to_make_one() {
+        let err = RunArgs::default()
+            .validate("postgres://x@localhost/db", None)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("WEBHOOKD_SECRET_KEY is not set"));
+        assert!(err.is_user_error());
+    }
+}

@@ -1,0 +1,264 @@
+//! Wires the stages together and owns the main loop and shutdown.
+//!
+//! The loop: fan out new events, claim what is due into free slots, start a
+//! task per delivery; when a claim comes back short, turn producers' NOTIFY
+//! on, look once more, then sleep until a notification, the next due time,
+//! a freed slot or the fallback poll, whichever is first.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::claimer::{Claimer, ClaimerConfig, InFlight};
+use crate::completer::{Completer, CompleterConfig};
+use crate::db;
+use crate::dispatcher::{Dispatcher, DispatcherParts};
+use crate::error::{Error, Result};
+use crate::fanout::{FanOut, FanOutConfig};
+use crate::notifier::{Notifier, NotifierConfig};
+use crate::retry::RetryPolicy;
+use crate::sender::{Sender, SenderConfig};
+use crate::shutdown::Shutdown;
+use crate::signing::SecretBox;
+
+/// Everything `webhookd run` needs, validated.
+#[derive(Clone)]
+pub struct DaemonConfig {
+    /// The database.
+    pub database_url: String,
+    /// Retry schedule.
+    pub retry: RetryPolicy,
+    /// HTTP settings.
+    pub sender: SenderConfig,
+    /// Claim batch, caps and lease.
+    pub claimer: ClaimerConfig,
+    /// Fan-out batch.
+    pub fanout: FanOutConfig,
+    /// Write-back batching.
+    pub completer: CompleterConfig,
+    /// Longest sleep without any wake-up.
+    pub poll_interval: Duration,
+    /// How long in-flight requests may finish after SIGTERM before their
+    /// leases are released.
+    pub shutdown_grace: Duration,
+    /// Opens webhook secrets.
+    pub secrets: SecretBox,
+    /// Connections in the pool.
+    pub pool_size: usize,
+}
+
+/// Shared signals between the loop, the notifier and the send tasks.
+struct Signals {
+    /// NOTIFY arrived, or the notifier reconnected.
+    wake: Arc<Notify>,
+    /// An in-flight delivery finished.
+    slot_freed: Arc<Notify>,
+    /// LISTEN is active (for readiness).
+    listening: Arc<AtomicBool>,
+}
+
+/// Runs the daemon until `shutdown`; returns once in-flight work is finished
+/// or released and every result is written.
+pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
+    let pool = db::connect_pool(&config.database_url, config.pool_size).await?;
+    {
+        let client = pool.get().await?;
+        db::check_schema(&**client).await?;
+    }
+    let sender = Arc::new(Sender::new(config.sender.clone())?);
+    let signals = Signals {
+        wake: Arc::new(Notify::new()),
+        slot_freed: Arc::new(Notify::new()),
+        listening: Arc::new(AtomicBool::new(false)),
+    };
+
+    let notifier = Notifier::new(
+        NotifierConfig {
+            database_url: config.database_url.clone(),
+            ping_interval: Duration::from_secs(15),
+            max_reconnect_delay: Duration::from_secs(5),
+        },
+        signals.wake.clone(),
+        signals.listening.clone(),
+    );
+    let notifier_task = tokio::spawn(notifier.run(shutdown.clone()));
+
+    let (results_tx, results_rx) = mpsc::channel(config.claimer.max_in_flight.max(1) * 2);
+    let completer_task =
+        tokio::spawn(Completer::new(config.completer, pool.clone()).run(results_rx));
+
+    let in_flight = Arc::new(InFlight::default());
+    let dispatcher = Dispatcher::new(DispatcherParts {
+        sender: sender.clone(),
+        retry: config.retry,
+        secrets: config.secrets.clone(),
+        allow_private_targets: config.sender.allow_private_targets,
+        pool: pool.clone(),
+        in_flight: in_flight.clone(),
+        results: results_tx,
+        slot_freed: signals.slot_freed.clone(),
+    });
+    let main_loop = MainLoop {
+        fanout: FanOut::new(config.fanout, pool.clone()),
+        claimer: Claimer::new(config.claimer, pool.clone()),
+        dispatcher,
+        in_flight: in_flight.clone(),
+        pool: pool.clone(),
+        poll_interval: config.poll_interval,
+        sender,
+    };
+    info!(
+        max_in_flight = config.claimer.max_in_flight,
+        per_webhook = config.claimer.max_in_flight_per_webhook,
+        lease_s = config.claimer.lease.as_secs(),
+        "webhookd running"
+    );
+    let mut tasks = JoinSet::new();
+    main_loop.run(&signals, &mut tasks, shutdown).await;
+
+    info!(
+        in_flight = in_flight.total(),
+        "shutting down: no new claims; finishing in-flight deliveries"
+    );
+    let finished = tokio::time::timeout(config.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        let held = in_flight.held_leases();
+        match pool.get().await.map_err(Error::from) {
+            Ok(client) => match db::queue::release(&client, &held).await {
+                Ok(released) => info!(
+                    released,
+                    "released deliveries still in flight after the grace period"
+                ),
+                Err(err) => {
+                    warn!(error = %err.one_line(), "cannot release leases; they expire by themselves")
+                }
+            },
+            Err(err) => {
+                warn!(error = %err.one_line(), "cannot release leases; they expire by themselves")
+            }
+        }
+    }
+    // The loop and the tasks held the dispatcher, and with it the last sender
+    // of the results channel: the completer now flushes and returns.
+    let _ = completer_task.await;
+    notifier_task.abort();
+    info!("webhookd stopped");
+    Ok(())
+}
+
+struct MainLoop {
+    fanout: FanOut,
+    claimer: Claimer,
+    dispatcher: Arc<Dispatcher>,
+    in_flight: Arc<InFlight>,
+    pool: Pool,
+    poll_interval: Duration,
+    sender: Arc<Sender>,
+}
+
+impl MainLoop {
+    async fn run(self, signals: &Signals, tasks: &mut JoinSet<()>, mut shutdown: Shutdown) {
+        let mut notify_on = None::<bool>;
+        let mut error_delay = Duration::from_millis(100);
+        let mut last_prune = tokio::time::Instant::now();
+        while !shutdown.is_triggered() {
+            // Reap finished tasks so the set does not grow.
+            while tasks.try_join_next().is_some() {}
+            if last_prune.elapsed() > Duration::from_secs(10) {
+                self.sender.prune_idle_connections();
+                last_prune = tokio::time::Instant::now();
+            }
+            let sleep = match self.tick(tasks, &mut notify_on).await {
+                Ok(Tick::Again) => {
+                    error_delay = Duration::from_millis(100);
+                    continue;
+                }
+                Ok(Tick::Sleep(sleep)) => {
+                    error_delay = Duration::from_millis(100);
+                    sleep
+                }
+                Err(err) => {
+                    warn!(error = %err.one_line(), retry_in_ms = error_delay.as_millis() as u64,
+                          "delivery loop error; retrying");
+                    let sleep = error_delay;
+                    error_delay = (error_delay * 2).min(Duration::from_secs(5));
+                    // Whatever state the switch is in, say it again after an error.
+                    notify_on = None;
+                    sleep
+                }
+            };
+            tokio::select! {
+                _ = signals.wake.notified() => {}
+                _ = signals.slot_freed.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.wait() => {}
+            }
+        }
+    }
+
+    /// One round: fan out, claim, dispatch; then decide how long to sleep.
+    async fn tick(&self, tasks: &mut JoinSet<()>, notify_on: &mut Option<bool>) -> Result<Tick> {
+        let fanned = self.fanout.run_once().await?;
+        let claim = self.claimer.run_once(&self.in_flight).await?;
+        let asked = claim.asked;
+        let claimed = claim.deliveries.len();
+        if claimed > 0 {
+            self.dispatcher.dispatch(claim, tasks).await?;
+        }
+        if asked == 0 {
+            // Every slot is busy: a finishing delivery wakes the loop.
+            return Ok(Tick::Sleep(self.poll_interval));
+        }
+        if claimed == asked || fanned.more {
+            // Busy: the loop polls back to back, so producers need not pay
+            // for NOTIFY.
+            if *notify_on != Some(false) {
+                self.set_notify(false).await?;
+                *notify_on = Some(false);
+            }
+            return Ok(Tick::Again);
+        }
+        // Drained. Turn NOTIFY on, then look once more, so an event committed
+        // while it was off is not left waiting for the poll.
+        if *notify_on != Some(true) {
+            self.set_notify(true).await?;
+            *notify_on = Some(true);
+            return Ok(Tick::Again);
+        }
+        let client = self.pool.get().await?;
+        let next = db::queue::time_to_next_work(&client).await?;
+        Ok(Tick::Sleep(match next {
+            // Due work this replica could not claim (its webhooks are at their
+            // cap, or another replica is claiming it): look again soon.
+            Some(Duration::ZERO) if claimed == 0 => {
+                Duration::from_millis(50).min(self.poll_interval)
+            }
+            Some(Duration::ZERO) => return Ok(Tick::Again),
+            Some(wait) => wait.min(self.poll_interval),
+            None => self.poll_interval,
+        }))
+    }
+
+    async fn set_notify(&self, on: bool) -> Result<()> {
+        let client = self.pool.get().await?;
+        db::queue::set_wakeup_notify(&client, on).await?;
+        Ok(())
+    }
+}
+
+enum Tick {
+    /// More work is likely right away.
+    Again,
+    /// Sleep this long unless woken.
+    Sleep(Duration),
+}

@@ -1,0 +1,213 @@
+//! The only module that runs SQL. Queries live in `sql/queries/*.sql` and
+//! migrations in `sql/migrations/`; functions here take `&impl GenericClient`
+//! so they run inside a caller's transaction or on their own.
+
+pub mod queue;
+pub mod webhooks;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{GenericClient, NoTls};
+
+use crate::error::{Error, Result};
+
+/// The default of `DATABASE_URL` (SPEC §6).
+pub const DATABASE_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Migrations in order; the number is the version recorded.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "outbox schema",
+    include_str!("../../sql/migrations/0001_outbox.sql"),
+)];
+
+/// The schema version this binary needs.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Any number will do as long as it is webhookd's alone: it serialises
+/// concurrent `migrate` runs of several replicas.
+const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b64; // "webhookd"
+
+/// Parses a connection string into the driver's config, with a connect timeout
+/// so an unreachable server is reported instead of waited on.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|err| {
+        Error::Config(format!("DATABASE_URL is not a valid PostgreSQL URL: {err}"))
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("webhookd");
+    }
+    Ok(config)
+}
+
+/// A connection pool. Connects once up front so that an unreachable database
+/// is a clear start-up error rather than the first query's.
+pub async fn connect_pool(url: &str, max_size: usize) -> Result<Pool> {
+    let config = parse_url(url)?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(max_size)
+        .build()
+        .map_err(|err| Error::Config(format!("cannot build the database pool: {err}")))?;
+    drop(
+        pool.get()
+            .await
+            .map_err(|err| unreachable_database(url, err))?,
+    );
+    Ok(pool)
+}
+
+/// One connection outside any pool (LISTEN, one-shot commands).
+pub async fn connect_single(url: &str) -> Result<tokio_postgres::Client> {
+    let config = parse_url(url)?;
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|err| unreachable_database(url, deadpool_postgres::PoolError::Backend(err)))?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+fn unreachable_database(url: &str, err: deadpool_postgres::PoolError) -> Error {
+    let detail = match &err {
+        deadpool_postgres::PoolError::Backend(source) => match source.as_db_error() {
+            Some(db) => db.message().to_string(),
+            None => {
+                let mut text = source.to_string();
+                let mut cause = std::error::Error::source(source);
+                while let Some(inner) = cause {
+                    text = format!("{text}: {inner}");
+                    cause = inner.source();
+                }
+                text
+            }
+        },
+        other => other.to_string(),
+    };
+    Error::Pool(format!("{} ({detail})", redact_url(url)))
+}
+
+/// The URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Creates or upgrades the schema. Idempotent; safe when several replicas run
+/// it at once (they queue on a transaction-level advisory lock).
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|err| Error::db("starting the migration", err))?;
+    // IF NOT EXISTS notices are noise on every re-run.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(|err| Error::db("starting the migration", err))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|err| Error::db("taking the migration lock", err))?;
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS outbox;
+         CREATE TABLE IF NOT EXISTS outbox.schema_migrations (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );",
+    )
+    .await
+    .map_err(|err| Error::db("creating the migrations table", err))?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM outbox.schema_migrations", &[])
+        .await
+        .map_err(|err| Error::db("reading applied migrations", err))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut newly_applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql)
+            .await
+            .map_err(|err| Error::db(format!("applying migration {version} ({name})"), err))?;
+        tx.execute(
+            "INSERT INTO outbox.schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await
+        .map_err(|err| Error::db("recording the migration", err))?;
+        newly_applied.push(*version);
+    }
+    tx.commit()
+        .await
+        .map_err(|err| Error::db("committing the migration", err))?;
+    Ok(newly_applied)
+}
+
+/// Checks that the schema is there and current; tells the user to run
+/// `webhookd migrate` otherwise.
+pub async fn check_schema(client: &impl GenericClient) -> Result<()> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass('outbox.schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|err| Error::db("checking the schema", err))?;
+    if !row.get::<_, bool>(0) {
+        return Err(Error::Schema(
+            "the database has no webhookd schema: run `webhookd migrate` first".to_string(),
+        ));
+    }
+    let version: Option<i32> = client
+        .query_one("SELECT max(version) FROM outbox.schema_migrations", &[])
+        .await
+        .map_err(|err| Error::db("checking the schema", err))?
+        .get(0);
+    match version {
+        Some(version) if version >= SCHEMA_VERSION => Ok(()),
+        found => Err(Error::Schema(format!(
+            "the webhookd schema is at version {}, this binary needs {SCHEMA_VERSION}: \
+             run `webhookd migrate`",
+            found.unwrap_or(0)
+        ))),
+    }
+}
+
+/// Wakes listening daemons (after a redeliver, say).
+pub async fn notify_wakeup(client: &impl GenericClient) -> Result<()> {
+    client
+        .execute(include_str!("../../sql/queries/notify_wakeup.sql"), &[])
+        .await
+        .map_err(|err| Error::db("notifying the daemons", err))?;
+    Ok(())
+}

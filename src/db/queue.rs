@@ -1,0 +1,311 @@
+//! The daemon's queries: fan-out, claim, write-back, release and wake-ups.
+//! Each is one statement and one round trip, prepared once per connection.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// What one fan-out batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanOutCount {
+    /// Events marked fanned out.
+    pub events: i64,
+    /// Delivery rows created.
+    pub deliveries: i64,
+}
+
+/// Fans out up to `batch` events.
+pub async fn fan_out(client: &impl GenericClient, batch: i64) -> Result<FanOutCount> {
+    let statement = client
+        .prepare_cached(include_str!("../../sql/queries/fan_out.sql"))
+        .await
+        .map_err(|err| Error::db("preparing fan-out", err))?;
+    let row = client
+        .query_one(&statement, &[&batch])
+        .await
+        .map_err(|err| Error::db("fanning out events", err))?;
+    Ok(FanOutCount {
+        events: row.get("events"),
+        deliveries: row.get("deliveries"),
+    })
+}
+
+/// The parameters of one claim.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    /// Claim at most this many.
+    pub limit: i64,
+    /// How many due rows to look at to find them (fairness window).
+    pub scan_window: i64,
+    /// Webhooks with no free in-flight slot: skipped.
+    pub saturated: &'a [Uuid],
+    /// Webhooks with some deliveries in flight …
+    pub partially_busy: &'a [Uuid],
+    /// … and how many more each may take.
+    pub free_slots: &'a [i32],
+    /// In-flight cap for a webhook with nothing in flight.
+    pub per_webhook_cap: i32,
+    /// How long the rows stay reserved.
+    pub lease: Duration,
+    /// Fencing token written on every claimed row.
+    pub token: Uuid,
+}
+
+/// A claimed delivery with what sending it needs.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    /// Delivery id (the receiver's idempotency key).
+    pub id: Uuid,
+    /// Webhook id.
+    pub webhook_id: Uuid,
+    /// Event id.
+    pub event_id: Uuid,
+    /// This attempt's number, 1-based.
+    pub attempt: i32,
+    /// Event type name.
+    pub event: String,
+    /// The event's organization.
+    pub organization_id: Uuid,
+    /// When the event was emitted.
+    pub occurred_at: DateTime<Utc>,
+    /// The event's `data`, serialised by the database.
+    pub data: String,
+    /// The webhook's URL.
+    pub url: String,
+}
+
+/// Leases due deliveries.
+pub async fn claim(
+    client: &impl GenericClient,
+    request: &ClaimRequest<'_>,
+) -> Result<Vec<ClaimedDelivery>> {
+    let statement = client
+        .prepare_cached(include_str!("../../sql/queries/claim.sql"))
+        .await
+        .map_err(|err| Error::db("preparing the claim", err))?;
+    let lease_ms = i64::try_from(request.lease.as_millis()).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &request.limit,
+                &request.scan_window,
+                &request.saturated,
+                &request.partially_busy,
+                &request.free_slots,
+                &request.per_webhook_cap,
+                &lease_ms,
+                &request.token,
+            ],
+        )
+        .await
+        .map_err(|err| Error::db("claiming deliveries", err))?;
+    Ok(rows
+        .iter()
+        .map(|row| ClaimedDelivery {
+            id: row.get("id"),
+            webhook_id: row.get("webhook_id"),
+            event_id: row.get("event_id"),
+            attempt: row.get("attempts"),
+            event: row.get("event"),
+            organization_id: row.get("organization_id"),
+            occurred_at: row.get("occurred_at"),
+            data: row.get("data"),
+            url: row.get("url"),
+        })
+        .collect())
+}
+
+/// Where an attempt leaves its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStatus {
+    /// 2xx: done.
+    Delivered,
+    /// Failed; another attempt after the delay.
+    RetryIn(Duration),
+    /// Failed for the last time.
+    Failed,
+}
+
+/// One attempt to write back.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// Delivery id.
+    pub delivery_id: Uuid,
+    /// Webhook id.
+    pub webhook_id: Uuid,
+    /// The lease token the claim wrote; fences the write.
+    pub lease_token: Uuid,
+    /// Attempt number, 1-based.
+    pub attempt: i32,
+    /// Where the delivery goes next.
+    pub next: NextStatus,
+    /// HTTP status, when a response arrived.
+    pub status_code: Option<i32>,
+    /// Stable outcome code.
+    pub outcome: &'static str,
+    /// Failure reason.
+    pub reason: Option<String>,
+    /// First bytes of the response body.
+    pub response_excerpt: Option<String>,
+    /// When the request started.
+    pub started_at: DateTime<Utc>,
+    /// How long the attempt took.
+    pub duration: Duration,
+}
+
+/// Writes a batch of attempts back; returns how many landed (the others had
+/// lost their lease or been cancelled).
+pub async fn complete(client: &impl GenericClient, records: &[AttemptRecord]) -> Result<u64> {
+    let statement = client
+        .prepare_cached(include_str!("../../sql/queries/complete.sql"))
+        .await
+        .map_err(|err| Error::db("preparing the write-back", err))?;
+    let ids: Vec<Uuid> = records.iter().map(|r| r.delivery_id).collect();
+    let tokens: Vec<Uuid> = records.iter().map(|r| r.lease_token).collect();
+    let statuses: Vec<&str> = records
+        .iter()
+        .map(|r| match r.next {
+            NextStatus::Delivered => "delivered",
+            NextStatus::RetryIn(_) => "pending",
+            NextStatus::Failed => "failed",
+        })
+        .collect();
+    let codes: Vec<Option<i32>> = records.iter().map(|r| r.status_code).collect();
+    let reasons: Vec<Option<&str>> = records.iter().map(|r| r.reason.as_deref()).collect();
+    let retry_in_ms: Vec<Option<i64>> = records
+        .iter()
+        .map(|r| match r.next {
+            NextStatus::RetryIn(delay) => {
+                Some(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
+            }
+            _ => None,
+        })
+        .collect();
+    let attempts: Vec<i32> = records.iter().map(|r| r.attempt).collect();
+    let started: Vec<DateTime<Utc>> = records.iter().map(|r| r.started_at).collect();
+    let durations: Vec<i32> = records
+        .iter()
+        .map(|r| i32::try_from(r.duration.as_millis()).unwrap_or(i32::MAX))
+        .collect();
+    let outcomes: Vec<&str> = records.iter().map(|r| r.outcome).collect();
+    let excerpts: Vec<Option<&str>> = records
+        .iter()
+        .map(|r| r.response_excerpt.as_deref())
+        .collect();
+    client
+        .execute(
+            &statement,
+            &[
+                &ids,
+                &tokens,
+                &statuses,
+                &codes,
+                &reasons,
+                &retry_in_ms,
+                &attempts,
+                &started,
+                &durations,
+                &outcomes,
+                &excerpts,
+            ],
+        )
+        .await
+        .map_err(|err| Error::db("writing delivery results", err))
+}
+
+/// The latest success and failure of one webhook within a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookHealth {
+    /// Webhook id.
+    pub webhook_id: Uuid,
+    /// Latest 2xx in the batch.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Latest failure in the batch.
+    pub last_failure_at: Option<DateTime<Utc>>,
+    /// Its reason.
+    pub last_failure_reason: Option<String>,
+}
+
+/// Folds a batch's per-webhook health into `outbox.webhooks`.
+pub async fn fold_webhook_health(
+    client: &impl GenericClient,
+    health: &[WebhookHealth],
+) -> Result<()> {
+    let statement = client
+        .prepare_cached(include_str!("../../sql/queries/fold_webhook_status.sql"))
+        .await
+        .map_err(|err| Error::db("preparing the webhook status update", err))?;
+    let ids: Vec<Uuid> = health.iter().map(|h| h.webhook_id).collect();
+    let successes: Vec<Option<DateTime<Utc>>> = health.iter().map(|h| h.last_success_at).collect();
+    let failures: Vec<Option<DateTime<Utc>>> = health.iter().map(|h| h.last_failure_at).collect();
+    let reasons: Vec<Option<&str>> = health
+        .iter()
+        .map(|h| h.last_failure_reason.as_deref())
+        .collect();
+    client
+        .execute(&statement, &[&ids, &successes, &failures, &reasons])
+        .await
+        .map_err(|err| Error::db("updating webhook status", err))?;
+    Ok(())
+}
+
+/// Gives leased, unattempted deliveries back, due at once.
+pub async fn release(client: &impl GenericClient, leases: &[(Uuid, Uuid)]) -> Result<u64> {
+    let ids: Vec<Uuid> = leases.iter().map(|(id, _)| *id).collect();
+    let tokens: Vec<Uuid> = leases.iter().map(|(_, token)| *token).collect();
+    client
+        .execute(
+            include_str!("../../sql/queries/release.sql"),
+            &[&ids, &tokens],
+        )
+        .await
+        .map_err(|err| Error::db("releasing leased deliveries", err))
+}
+
+/// How long until there is something to do, by the database's clock; `None`
+/// when nothing is pending at all.
+pub async fn time_to_next_work(client: &impl GenericClient) -> Result<Option<Duration>> {
+    let statement = client
+        .prepare_cached(include_str!("../../sql/queries/next_wakeup.sql"))
+        .await
+        .map_err(|err| Error::db("preparing the wake-up query", err))?;
+    let row = client
+        .query_one(&statement, &[])
+        .await
+        .map_err(|err| Error::db("finding the next due delivery", err))?;
+    let next_at: Option<DateTime<Utc>> = row.get("next_at");
+    let now: DateTime<Utc> = row.get("db_now");
+    Ok(next_at.map(|next| (next - now).to_std().unwrap_or(Duration::ZERO)))
+}
+
+/// Turns producers' NOTIFY on or off. Returns whether the switch changed.
+pub async fn set_wakeup_notify(client: &impl GenericClient, notify: bool) -> Result<bool> {
+    let changed = client
+        .execute(include_str!("../../sql/queries/set_wakeup.sql"), &[&notify])
+        .await
+        .map_err(|err| Error::db("switching wake-up notifications", err))?;
+    Ok(changed > 0)
+}
+
+/// Sealed secrets of the given webhooks: (id, ciphertext, key id).
+pub async fn webhook_secrets(
+    client: &impl GenericClient,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, Vec<u8>, String)>> {
+    let rows = client
+        .query(
+            include_str!("../../sql/queries/webhook_secrets.sql"),
+            &[&ids],
+        )
+        .await
+        .map_err(|err| Error::db("loading webhook secrets", err))?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect())
+}

@@ -1,0 +1,364 @@
+//! `webhookd demo`: the whole delivery path in one command, on an embedded
+//! default. It finds or starts a PostgreSQL server, works in a database of its
+//! own, runs a signature-verifying receiver and the daemon in-process, emits
+//! one event of each type and shows every delivery, the retry and the
+//! dashboard's status rows; then removes everything it made.
+
+pub mod cluster;
+pub mod receiver;
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::config::RunArgs;
+use crate::db;
+use crate::error::{Error, Result};
+use crate::event::EventType;
+use crate::sender::SystemResolver;
+use crate::shutdown;
+use crate::signing::SecretBox;
+use crate::webhooks::{self, CreateWebhook};
+use cluster::ThrowawayCluster;
+use receiver::{Arrival, Behaviour, DemoReceiver};
+
+/// How long the demo waits for all deliveries before it reports a failure.
+const DEMO_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs the demo. `database_url` is `DATABASE_URL` if set.
+pub async fn run(database_url: Option<String>) -> Result<()> {
+    let mut place = DemoDatabase::open(database_url).await?;
+    let outcome = run_in(&place.url).await;
+    place.close().await;
+    outcome
+}
+
+/// Where the demo's data lives, and how to get rid of it.
+struct DemoDatabase {
+    url: String,
+    /// (server URL, database name) to drop, when the demo created a database.
+    created: Option<(String, String)>,
+    cluster: Option<ThrowawayCluster>,
+}
+
+impl DemoDatabase {
+    async fn open(database_url: Option<String>) -> Result<DemoDatabase> {
+        let server_url = match database_url {
+            Some(url) => url,
+            None => {
+                let default = db::DATABASE_URL_DEFAULT.to_string();
+                match db::connect_single(&default).await {
+                    Ok(_) => default,
+                    Err(_) => {
+                        println!("No PostgreSQL answers at 127.0.0.1:5432; starting a throwaway server from the installed binaries…");
+                        let cluster = ThrowawayCluster::start().await.map_err(|err| {
+                            Error::Other(format!("cannot start a throwaway PostgreSQL: {err}"))
+                        })?;
+                        let url = cluster.url();
+                        println!("  database: throwaway cluster at {url} (removed afterwards)");
+                        return Ok(DemoDatabase {
+                            url,
+                            created: None,
+                            cluster: Some(cluster),
+                        });
+                    }
+                }
+            }
+        };
+        let name = format!(
+            "webhookd_demo_{}",
+            &Uuid::new_v4().simple().to_string()[..12]
+        );
+        let admin = db::connect_single(&server_url).await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .map_err(|err| Error::db("creating the demo database", err))?;
+        println!(
+            "  database: {name} on {} (dropped afterwards)",
+            db::redact_url(&server_url)
+        );
+        Ok(DemoDatabase {
+            url: with_database(&server_url, &name),
+            created: Some((server_url, name)),
+            cluster: None,
+        })
+    }
+
+    async fn close(&mut self) {
+        if let Some((server_url, name)) = self.created.take() {
+            if let Ok(admin) = db::connect_single(&server_url).await {
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            }
+        }
+        if let Some(mut cluster) = self.cluster.take() {
+            if let Err(err) = cluster.stop().await {
+                eprintln!("webhookd: {err}");
+            }
+        }
+    }
+}
+
+/// The same server URL pointing at another database.
+fn with_database(url: &str, name: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        // key=value form
+        return format!("{url} dbname={name}");
+    };
+    let after = scheme_end + 3;
+    let query = url[after..]
+        .find('?')
+        .map(|i| after + i)
+        .unwrap_or(url.len());
+    let path = url[after..query]
+        .find('/')
+        .map(|i| after + i)
+        .unwrap_or(query);
+    format!("{}/{name}{}", &url[..path], &url[query..])
+}
+
+async fn run_in(url: &str) -> Result<()> {
+    let mut client = db::connect_single(url).await?;
+    db::migrate(&mut client).await?;
+    let secret_key = std::env::var("WEBHOOKD_SECRET_KEY")
+        .ok()
+        .filter(|key| !key.is_empty())
+        .unwrap_or_else(SecretBox::generate_key_base64);
+    let secrets = SecretBox::from_base64(&secret_key)?;
+
+    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
+    let receiver = DemoReceiver::start(arrivals_tx)
+        .await
+        .map_err(|err| Error::Other(format!("cannot start the demo receiver: {err}")))?;
+    println!(
+        "  receiver: http://{} (verifies every signature)",
+        receiver.address
+    );
+
+    let organization = Uuid::new_v4();
+    for (name, behaviour, label) in [
+        ("healthy", Behaviour::Healthy, "healthy receiver"),
+        (
+            "flaky",
+            Behaviour::FailFirstAttempt,
+            "flaky receiver (503 on first attempts)",
+        ),
+    ] {
+        let request = CreateWebhook {
+            organization_id: organization,
+            url: &receiver.url(name),
+            label,
+            allow_private_targets: true,
+        };
+        let created = webhooks::create(&client, &secrets, &SystemResolver, &request).await?;
+        let secret = created.secret.clone().unwrap_or_default();
+        receiver.add_endpoint(name, &secret, behaviour);
+        println!("  webhook:  {label:<40} {}  {}", created.id, created.url);
+    }
+
+    let args = RunArgs {
+        retry_base_delay: Duration::from_secs(1),
+        allow_private_targets: true,
+        poll_interval: Duration::from_millis(500),
+        shutdown_grace: Duration::from_secs(5),
+        ..RunArgs::default()
+    };
+    let config = args.validate(url, Some(&secret_key))?;
+    let (trigger, shutdown) = shutdown::channel();
+    let daemon = tokio::spawn(crate::daemon::run(config, shutdown));
+
+    let started = Instant::now();
+    for (index, event) in EventType::ALL.into_iter().enumerate() {
+        db::webhooks::emit(
+            &client,
+            organization,
+            event.as_str(),
+            &sample_data(event, index),
+        )
+        .await?;
+    }
+    println!("\nEmitted one event of each of the 11 types for organization {organization}; the daemon delivers them:\n");
+
+    let expected = EventType::ALL.len() * 2;
+    let mut delivered = 0;
+    let deadline = tokio::time::Instant::now() + DEMO_DEADLINE;
+    let mut failure = None;
+    while delivered < expected {
+        tokio::select! {
+            arrival = arrivals.recv() => match arrival {
+                Some(arrival) => {
+                    print_arrival(started, &arrival);
+                    if !arrival.signature_ok {
+                        failure = Some("a delivery arrived with a signature that does not verify".to_string());
+                    }
+                    if arrival.status == 200 {
+                        delivered += 1;
+                    }
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                failure = Some(format!("only {delivered} of {expected} deliveries arrived within {}s", DEMO_DEADLINE.as_secs()));
+                break;
+            }
+        }
+    }
+    // The last write-backs land a moment after the receiver answered.
+    wait_until_settled(&client, organization).await?;
+    println!(
+        "\n{delivered} of {expected} deliveries accepted in {:.1}s. outbox.webhook_status now says:\n",
+        started.elapsed().as_secs_f64()
+    );
+    print_status(&client, organization).await?;
+
+    trigger.trigger();
+    match daemon.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => return Err(err),
+        Err(err) => return Err(Error::Other(format!("the daemon task failed: {err}"))),
+    }
+    match failure {
+        Some(reason) => Err(Error::Other(format!("demo failed: {reason}"))),
+        None => {
+            println!(
+                "\nDemo finished: every delivery was signed, verified and recorded. Cleaning up."
+            );
+            Ok(())
+        }
+    }
+}
+
+fn print_arrival(started: Instant, arrival: &Arrival) {
+    let verdict = if arrival.signature_ok {
+        "signature ok"
+    } else {
+        "SIGNATURE INVALID"
+    };
+    let note = match (arrival.status, arrival.repeat) {
+        (503, _) => "  (fails on purpose; retried in ~1s)",
+        (200, true) => "  (retry succeeded)",
+        _ => "",
+    };
+    println!(
+        "  +{:>6.3}s  {:<8} {:<20} delivery {}  {verdict}  -> HTTP {}{note}",
+        started.elapsed().as_secs_f64(),
+        arrival.endpoint,
+        arrival.event,
+        arrival.delivery_id,
+        arrival.status,
+    );
+}
+
+async fn wait_until_settled(client: &tokio_postgres::Client, organization: Uuid) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 'pending') FROM outbox.deliveries WHERE organization_id = $1",
+                &[&organization],
+            )
+            .await
+            .map_err(|err| Error::db("reading deliveries", err))?;
+        if row.get::<_, i64>(0) == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn print_status(client: &tokio_postgres::Client, organization: Uuid) -> Result<()> {
+    let rows = client
+        .query(
+            "SELECT label, status, last_success_at, last_failure_at, last_failure_reason,
+                    pending_deliveries, failed_deliveries
+             FROM outbox.webhook_status WHERE organization_id = $1 ORDER BY created_at",
+            &[&organization],
+        )
+        .await
+        .map_err(|err| Error::db("reading outbox.webhook_status", err))?;
+    println!(
+        "  {:<40} {:<7} {:<25} {:<25} {:<30} {:>7} {:>6}",
+        "label",
+        "status",
+        "last_success_at",
+        "last_failure_at",
+        "last_failure_reason",
+        "pending",
+        "failed"
+    );
+    let time = |value: Option<chrono::DateTime<chrono::Utc>>| {
+        value
+            .map(crate::event::format_occurred_at)
+            .unwrap_or_else(|| "-".to_string())
+    };
+    for row in rows {
+        println!(
+            "  {:<40} {:<7} {:<25} {:<25} {:<30} {:>7} {:>6}",
+            row.get::<_, String>("label"),
+            row.get::<_, String>("status"),
+            time(row.get("last_success_at")),
+            time(row.get("last_failure_at")),
+            row.get::<_, Option<String>>("last_failure_reason")
+                .unwrap_or_else(|| "-".to_string()),
+            row.get::<_, i64>("pending_deliveries"),
+            row.get::<_, i64>("failed_deliveries"),
+        );
+    }
+    Ok(())
+}
+
+/// A valid `data` object for each type, in the style of EVENTS.md.
+pub fn sample_data(event: EventType, index: usize) -> serde_json::Value {
+    use serde_json::json;
+    let post = format!("553c3ef8b8cdcd1501ba{index:04}");
+    match event {
+        EventType::PostCreated => json!({"id": post, "title": "Add dark mode",
+            "details": "Please support dark mode.", "board_id": "553c3ef8b8cdcd1501ba1234", "board_name": "Feature Requests"}),
+        EventType::PostEdited => {
+            json!({"id": post, "title": "Add dark mode (all pages)", "changed_fields": ["title"]})
+        }
+        EventType::PostDeleted => json!({"id": post, "title": "Duplicate request"}),
+        EventType::PostTagAdded => json!({"id": post, "tag_id": "t-ux", "tag_name": "UX"}),
+        EventType::PostTagRemoved => json!({"id": post, "tag_id": "t-ux", "tag_name": "UX"}),
+        EventType::PostStatusChanged => {
+            json!({"id": post, "status_id": "s-4", "status_group_code": "in-progress",
+            "status_name": "In Progress", "previous_status_group_code": "open"})
+        }
+        EventType::CommentCreated => {
+            json!({"id": format!("c-{index}"), "post_id": post, "content": "Yes please!"})
+        }
+        EventType::CommentEdited => {
+            json!({"id": format!("c-{index}"), "post_id": post, "content": "Yes please, soon!"})
+        }
+        EventType::CommentDeleted => json!({"id": format!("c-{index}"), "post_id": post}),
+        EventType::VoteCreated => {
+            json!({"id": format!("v-{index}"), "post_id": post, "post_title": "Add dark mode"})
+        }
+        EventType::VoteDeleted => json!({"id": format!("v-{index}"), "post_id": post}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_name_replaces_the_path_and_keeps_the_query() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres?sslmode=disable", "demo"),
+            "postgres://u@h:5432/demo?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://u@h", "demo"),
+            "postgres://u@h/demo"
+        );
+        assert_eq!(
+            with_database("host=h user=u", "demo"),
+            "host=h user=u dbname=demo"
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! Between claim and write-back: builds each event's body once, signs it per
+//! webhook, sends every claimed delivery on its own task, and hands each
+//! result, with its next status from the retry schedule, to the completer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+use tracing::{debug, info_span, warn, Instrument};
+use uuid::Uuid;
+
+use crate::claimer::{Claim, InFlight};
+use crate::db::queue::{self, AttemptRecord, ClaimedDelivery, NextStatus};
+use crate::error::Result;
+use crate::event::envelope;
+use crate::guard::TargetUrl;
+use crate::retry::{AfterFailure, RetryPolicy};
+use crate::sender::{Outcome, OutcomeCode, OutgoingRequest, Sender};
+use crate::signing::{SecretBox, Signer};
+
+/// Secrets are few and small; past this many cached signers the cache starts over.
+const SIGNER_CACHE_MAX: usize = 10_000;
+
+/// What the dispatcher needs, built once by the daemon.
+pub struct DispatcherParts {
+    /// The HTTP side.
+    pub sender: Arc<Sender>,
+    /// The schedule deciding what a failure leads to.
+    pub retry: RetryPolicy,
+    /// Opens webhook secrets.
+    pub secrets: SecretBox,
+    /// Lets `http://` and IP-literal targets through the URL check.
+    pub allow_private_targets: bool,
+    /// Where secrets are read from.
+    pub pool: Pool,
+    /// In-flight accounting shared with the claimer.
+    pub in_flight: Arc<InFlight>,
+    /// The completer's inbox.
+    pub results: mpsc::Sender<AttemptRecord>,
+    /// Notified whenever an in-flight slot frees up.
+    pub slot_freed: Arc<Notify>,
+}
+
+/// The dispatch service.
+pub struct Dispatcher {
+    parts: DispatcherParts,
+    signers: Mutex<HashMap<Uuid, Signer>>,
+}
+
+impl Dispatcher {
+    /// A dispatcher from its parts.
+    pub fn new(parts: DispatcherParts) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            parts,
+            signers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts one task per claimed delivery on `tasks`.
+    pub async fn dispatch(self: &Arc<Self>, claim: Claim, tasks: &mut JoinSet<()>) -> Result<()> {
+        let signers = self.signers_for(&claim.deliveries).await?;
+        let mut bodies: HashMap<Uuid, Bytes> = HashMap::new();
+        for delivery in claim.deliveries {
+            let body = bodies
+                .entry(delivery.event_id)
+                .or_insert_with(|| {
+                    envelope(
+                        &delivery.event,
+                        delivery.organization_id,
+                        delivery.occurred_at,
+                        &delivery.data,
+                    )
+                })
+                .clone();
+            let signer = signers.get(&delivery.webhook_id).cloned();
+            self.parts.in_flight.start(&delivery, claim.token);
+            let span = info_span!("delivery", webhook_id = %delivery.webhook_id,
+                                  delivery_id = %delivery.id, attempt = delivery.attempt);
+            let this = Arc::clone(self);
+            let token = claim.token;
+            tasks.spawn(
+                async move {
+                    let record = this.attempt(&delivery, token, body, signer).await;
+                    // The slot frees only once the result is queued, so a
+                    // shutdown that waits for in-flight work loses no result.
+                    let _ = this.parts.results.send(record).await;
+                    this.parts
+                        .in_flight
+                        .finish(delivery.id, delivery.webhook_id);
+                    this.parts.slot_freed.notify_one();
+                }
+                .instrument(span),
+            );
+        }
+        Ok(())
+    }
+
+    async fn attempt(
+        &self,
+        delivery: &ClaimedDelivery,
+        token: Uuid,
+        body: Bytes,
+        signer: Option<Signer>,
+    ) -> AttemptRecord {
+        let started_at = Utc::now();
+        let started = Instant::now();
+        let outcome = match (self.target(&delivery.url), signer) {
+            (Err(outcome), _) => outcome,
+            (Ok(_), None) => Outcome::failure(
+                OutcomeCode::InvalidUrl,
+                "the webhook's secret cannot be decrypted with WEBHOOKD_SECRET_KEY",
+            ),
+            (Ok(target), Some(signer)) => {
+                let signature = signer.signature_header(&body);
+                let request = OutgoingRequest {
+                    target: &target,
+                    body,
+                    event: &delivery.event,
+                    signature: &signature,
+                    webhook_id: delivery.webhook_id,
+                    delivery_id: delivery.id,
+                };
+                self.parts.sender.send(&request).await
+            }
+        };
+        let duration = started.elapsed();
+        let attempt = u32::try_from(delivery.attempt).unwrap_or(u32::MAX);
+        let next = if outcome.is_success() {
+            NextStatus::Delivered
+        } else {
+            match self.parts.retry.after_failed_attempt(attempt) {
+                AfterFailure::RetryIn(delay) => NextStatus::RetryIn(delay),
+                AfterFailure::GiveUp => NextStatus::Failed,
+            }
+        };
+        let elapsed_ms = duration.as_millis() as u64;
+        match (&outcome.reason, next) {
+            (None, _) => debug!(
+                outcome = outcome.code.as_str(),
+                status = outcome.status_code,
+                elapsed_ms,
+                "delivered"
+            ),
+            (Some(reason), NextStatus::Failed) => {
+                warn!(outcome = outcome.code.as_str(), %reason, elapsed_ms, "delivery failed for good")
+            }
+            (Some(reason), _) => {
+                warn!(outcome = outcome.code.as_str(), %reason, elapsed_ms, "attempt failed; will retry")
+            }
+        }
+        AttemptRecord {
+            delivery_id: delivery.id,
+            webhook_id: delivery.webhook_id,
+            lease_token: token,
+            attempt: delivery.attempt,
+            next,
+            status_code: outcome.status_code.map(i32::from),
+            outcome: outcome.code.as_str(),
+            reason: outcome.reason,
+            response_excerpt: outcome.response_excerpt,
+            started_at,
+            duration,
+        }
+    }
+
+    /// The URL as a target; scheme rules apply here, address rules at connect.
+    fn target(&self, url: &str) -> Result<TargetUrl, Outcome> {
+        let target = TargetUrl::parse(url, true).map_err(|reason| {
+            Outcome::failure(OutcomeCode::InvalidUrl, format!("invalid URL: {reason}"))
+        })?;
+        if !target.https && !self.parts.allow_private_targets {
+            return Err(Outcome::failure(
+                OutcomeCode::InvalidUrl,
+                "URL must use https:// (http:// is allowed only with --allow-private-targets)",
+            ));
+        }
+        Ok(target)
+    }
+
+    /// Signers for every webhook in the claim, loading the missing ones in
+    /// one query. A secret that does not open is logged and left out.
+    async fn signers_for(&self, deliveries: &[ClaimedDelivery]) -> Result<HashMap<Uuid, Signer>> {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let cache = self
+                .signers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for delivery in deliveries {
+                match cache.get(&delivery.webhook_id) {
+                    Some(signer) => {
+                        found.insert(delivery.webhook_id, signer.clone());
+                    }
+                    None if !missing.contains(&delivery.webhook_id) => {
+                        missing.push(delivery.webhook_id)
+                    }
+                    None => {}
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let client = self.parts.pool.get().await?;
+        let sealed = queue::webhook_secrets(&client, &missing).await?;
+        let mut cache = self
+            .signers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cache.len() + sealed.len() > SIGNER_CACHE_MAX {
+            cache.clear();
+        }
+        for (webhook_id, ciphertext, key_id) in sealed {
+            match self.parts.secrets.open(webhook_id, &key_id, &ciphertext) {
+                Ok(secret) => {
+                    let signer = Signer::new(&secret);
+                    cache.insert(webhook_id, signer.clone());
+                    found.insert(webhook_id, signer);
+                }
+                Err(err) => warn!(%webhook_id, error = %err, "cannot open the webhook's secret"),
+            }
+        }
+        Ok(found)
+    }
+}

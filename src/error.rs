@@ -1,0 +1,107 @@
+//! The crate's error type. Callers ask it what kind of failure it is
+//! ([`Error::is_user_error`]) instead of matching message text; `main` maps that
+//! to the exit codes of SPEC §6.
+
+use tokio_postgres::error::SqlState;
+
+/// Everything that can go wrong in webhookd's library API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad flags, environment or key material. Exit code 2.
+    #[error("{0}")]
+    Config(String),
+    /// Bad input from the caller: an invalid event, URL or id. Exit code 2.
+    #[error("{0}")]
+    Input(String),
+    /// The thing asked for does not exist. Exit code 2.
+    #[error("{0}")]
+    NotFound(String),
+    /// The database has no webhookd schema or an older one. Exit code 2.
+    #[error("{0}")]
+    Schema(String),
+    /// The database could not be reached or failed. Exit code 1.
+    #[error("{context}: {source}")]
+    Database {
+        /// What webhookd was doing.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Could not get a connection from the pool. Exit code 1.
+    #[error("cannot connect to the database: {0}")]
+    Pool(String),
+    /// Anything else at run time (I/O, a subprocess). Exit code 1.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps a driver error, turning validation errors raised by the schema
+    /// (SQLSTATE 22023, invalid_parameter_value) into [`Error::Input`] with the
+    /// database's own message, which names the event type and field.
+    pub fn db(context: impl Into<String>, source: tokio_postgres::Error) -> Self {
+        if let Some(db) = source.as_db_error() {
+            if db.code() == &SqlState::INVALID_PARAMETER_VALUE {
+                return Error::Input(db.message().to_string());
+            }
+            if db.code() == &SqlState::UNDEFINED_TABLE
+                || db.code() == &SqlState::UNDEFINED_FUNCTION
+                || db.code() == &SqlState::INVALID_SCHEMA_NAME
+            {
+                return Error::Schema(format!(
+                    "the database has no webhookd schema ({}): run `webhookd migrate`",
+                    db.message()
+                ));
+            }
+        }
+        Error::Database {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True when the user can fix it by changing input or configuration
+    /// (exit code 2); false for operational failures (exit code 1).
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            Error::Config(_) | Error::Input(_) | Error::NotFound(_) | Error::Schema(_)
+        )
+    }
+
+    /// One line for a terminal: the message plus the driver's detail, no backtrace.
+    pub fn one_line(&self) -> String {
+        match self {
+            Error::Database { context, source } => {
+                let detail = match source.as_db_error() {
+                    Some(db) => db.message().to_string(),
+                    None => {
+                        let mut text = source.to_string();
+                        let mut cause = std::error::Error::source(source);
+                        while let Some(inner) = cause {
+                            text = format!("{text}: {inner}");
+                            cause = inner.source();
+                        }
+                        text
+                    }
+                };
+                format!("{context}: {detail}")
+            }
+            other => other.to_string(),
+        }
+        .replace('\n', " ")
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        match err {
+            deadpool_postgres::PoolError::Backend(source) => Error::db("database", source),
+            other => Error::Pool(other.to_string()),
+        }
+    }
+}

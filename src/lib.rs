@@ -1,0 +1,62 @@
+//! # webhookd
+//!
+//! Delivers ProductBridge webhooks out of PostgreSQL. Application code writes
+//! an event into `outbox.events` inside its own transaction (through
+//! `outbox.emit` or [`emit`] here); `webhookd run`, on one or many replicas,
+//! fans each committed event out to every active webhook of the organization,
+//! sends signed POSTs, retries failures on a fixed schedule and writes every
+//! outcome back where the dashboard reads it.
+//!
+//! The stages, one module each: [`notifier`] (LISTEN) → [`fanout`] →
+//! [`claimer`] (leases) → [`dispatcher`] + [`sender`] (sign and POST) →
+//! [`completer`] (fenced write-back), wired by [`daemon`]. Pure logic lives in
+//! [`event`], [`signing`], [`retry`] and [`guard`]; SQL only in [`db`].
+//!
+//! ## Emitting from Rust, in the caller's transaction
+//!
+//! ```no_run
+//! # async fn example(client: &mut tokio_postgres::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! let tx = client.transaction().await?;
+//! // … the business change …
+//! let org = uuid::Uuid::new_v4();
+//! let data = serde_json::json!({"id": "p1", "title": "Add dark mode"});
+//! webhookd::emit(&tx, org, webhookd::EventType::PostCreated, &data).await?;
+//! tx.commit().await?; // rolled back: never delivered
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod claimer;
+pub mod cli;
+pub mod completer;
+pub mod config;
+pub mod daemon;
+pub mod db;
+pub mod demo;
+pub mod dispatcher;
+pub mod error;
+pub mod event;
+pub mod fanout;
+pub mod guard;
+pub mod notifier;
+pub mod retry;
+pub mod sender;
+pub mod shutdown;
+pub mod signing;
+pub mod telemetry;
+pub mod webhooks;
+
+pub use error::{Error, Result};
+pub use event::EventType;
+
+/// Emits one event in the caller's transaction (or on its own): one insert
+/// into `outbox.events`, validated by the database. An invalid event is
+/// [`Error::Input`] with a message naming the event type and field.
+pub async fn emit(
+    client: &impl tokio_postgres::GenericClient,
+    organization_id: uuid::Uuid,
+    event: EventType,
+    data: &serde_json::Value,
+) -> Result<uuid::Uuid> {
+    db::webhooks::emit(client, organization_id, event.as_str(), data).await
+}

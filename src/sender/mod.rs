@@ -1,0 +1,304 @@
+//! Stage 3: send one signed POST and say what came of it.
+//!
+//! The sender owns the HTTP side: its own small keep-alive pool per origin,
+//! the address guard (through [`connect::Connector`]), the connect and response
+//! timeouts, and a cap on how much of a response body is read. It knows
+//! nothing of the database; the completer records what it returns.
+
+pub mod connect;
+pub mod outcome;
+mod pool;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::{Method, Request, Response};
+use tokio::time::timeout_at;
+use uuid::Uuid;
+
+pub use connect::{Resolve, SystemResolver};
+pub use outcome::{format_duration, Outcome, OutcomeCode};
+
+use crate::error::{Error, Result};
+use crate::guard::TargetUrl;
+use connect::Connector;
+use outcome::describe_hyper;
+use pool::ConnectionPool;
+
+/// Default connect timeout (DNS + TCP + TLS), SPEC §3.
+pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Default time from sending to a complete response, SPEC §3.
+pub const RESPONSE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// How much of a response body is read at most; the rest is never read.
+pub const RESPONSE_READ_CAP: usize = 64 * 1024;
+/// How much of it is kept in the attempt log.
+pub const RESPONSE_EXCERPT_LEN: usize = 512;
+/// `User-Agent` of every request.
+pub const USER_AGENT_VALUE: &str = concat!("ProductBridge-Webhooks/", env!("CARGO_PKG_VERSION"));
+
+/// The sender's settings.
+#[derive(Clone)]
+pub struct SenderConfig {
+    /// DNS + TCP + TLS.
+    pub connect_timeout: Duration,
+    /// From sending the request to the end of the (capped) response.
+    pub response_timeout: Duration,
+    /// Allow `http://` and non-public addresses.
+    pub allow_private_targets: bool,
+    /// Extra trusted roots (PEM), e.g. a test CA; the system roots stay trusted.
+    pub extra_root_certificates: Vec<native_tls::Certificate>,
+    /// Idle connections kept per origin.
+    pub max_idle_per_origin: usize,
+    /// How long an idle connection is kept.
+    pub idle_timeout: Duration,
+    /// Name resolution; the system resolver unless a test injects one.
+    pub resolver: Arc<dyn Resolve>,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        SenderConfig {
+            connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            response_timeout: RESPONSE_TIMEOUT_DEFAULT,
+            allow_private_targets: false,
+            extra_root_certificates: Vec::new(),
+            max_idle_per_origin: 64,
+            idle_timeout: Duration::from_secs(60),
+            resolver: Arc::new(SystemResolver),
+        }
+    }
+}
+
+/// One request to make.
+#[derive(Debug, Clone)]
+pub struct OutgoingRequest<'a> {
+    /// Where to.
+    pub target: &'a TargetUrl,
+    /// The envelope bytes.
+    pub body: Bytes,
+    /// `X-ProductBridge-Event`.
+    pub event: &'a str,
+    /// `X-ProductBridge-Signature`.
+    pub signature: &'a str,
+    /// `X-ProductBridge-Webhook-Id`.
+    pub webhook_id: Uuid,
+    /// `X-ProductBridge-Delivery-Id`.
+    pub delivery_id: Uuid,
+}
+
+/// Sends webhook requests. Share one per daemon (it holds the pool).
+pub struct Sender {
+    config: SenderConfig,
+    connector: Connector,
+    pool: ConnectionPool,
+}
+
+impl Sender {
+    /// Builds the TLS connector once; fails on an unusable TLS setup.
+    pub fn new(config: SenderConfig) -> Result<Sender> {
+        let mut tls = native_tls::TlsConnector::builder();
+        tls.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+        for root in &config.extra_root_certificates {
+            tls.add_root_certificate(root.clone());
+        }
+        let tls = tls
+            .build()
+            .map_err(|err| Error::Config(format!("cannot set up TLS: {err}")))?;
+        let connector = Connector {
+            connect_timeout: config.connect_timeout,
+            allow_private_targets: config.allow_private_targets,
+            tls: tokio_native_tls::TlsConnector::from(tls),
+            resolver: config.resolver.clone(),
+        };
+        let pool = ConnectionPool::new(config.max_idle_per_origin, config.idle_timeout);
+        Ok(Sender {
+            config,
+            connector,
+            pool,
+        })
+    }
+
+    /// Makes one attempt. Never fails: every problem is an [`Outcome`].
+    pub async fn send(&self, request: &OutgoingRequest<'_>) -> Outcome {
+        // A pooled connection the receiver closed while idle fails before the
+        // request is written; that is not the receiver's fault, so one fresh
+        // connection is tried before the attempt counts as failed.
+        if let Some(sender) = self.pool.checkout(request.target) {
+            match self.exchange(sender, request).await {
+                Exchange::Done(outcome) => return outcome,
+                Exchange::StaleConnection => {}
+            }
+        }
+        match self.connector.connect(request.target).await {
+            Ok(sender) => match self.exchange(sender, request).await {
+                Exchange::Done(outcome) => outcome,
+                Exchange::StaleConnection => Outcome::failure(
+                    OutcomeCode::Connection,
+                    "connection closed before a complete response",
+                ),
+            },
+            Err(failure) => Outcome::failure(failure.code, failure.reason),
+        }
+    }
+
+    /// Drops idle connections past their idle timeout.
+    pub fn prune_idle_connections(&self) {
+        self.pool.prune();
+    }
+
+    /// Idle pooled connections right now.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle_count()
+    }
+
+    async fn exchange(
+        &self,
+        mut sender: SendRequest<Full<Bytes>>,
+        request: &OutgoingRequest<'_>,
+    ) -> Exchange {
+        let deadline = tokio::time::Instant::now() + self.config.response_timeout;
+        let limit = format_duration(self.config.response_timeout);
+        let timed_out = || {
+            Outcome::failure(
+                OutcomeCode::ResponseTimeout,
+                format!("timed out after {limit} waiting for response"),
+            )
+        };
+
+        if timeout_at(deadline, sender.ready())
+            .await
+            .map(|ready| ready.is_err())
+            .unwrap_or(true)
+        {
+            return Exchange::StaleConnection;
+        }
+        let started = Instant::now();
+        let response =
+            match timeout_at(deadline, sender.try_send_request(build_request(request))).await {
+                Err(_) => return Exchange::Done(timed_out()),
+                Ok(Ok(response)) => response,
+                Ok(Err(err)) => {
+                    let never_written = err.message().is_some();
+                    let error = err.into_error();
+                    if never_written
+                        || (error.is_incomplete_message()
+                            && started.elapsed() < Duration::from_millis(50))
+                    {
+                        return Exchange::StaleConnection;
+                    }
+                    let (code, reason) = describe_hyper(&error);
+                    return Exchange::Done(Outcome::failure(code, reason));
+                }
+            };
+        let status = response.status();
+        match timeout_at(deadline, read_capped(response)).await {
+            Err(_) => Exchange::Done(Outcome {
+                status_code: Some(status.as_u16()),
+                ..Outcome::failure(
+                    OutcomeCode::ResponseTimeout,
+                    format!(
+                        "timed out after {limit} reading the response body (HTTP {})",
+                        status.as_u16()
+                    ),
+                )
+            }),
+            Ok(Err(err)) => {
+                let (code, reason) = describe_hyper(&err);
+                Exchange::Done(Outcome {
+                    status_code: Some(status.as_u16()),
+                    ..Outcome::failure(
+                        code,
+                        format!(
+                            "{reason} (while reading the body of HTTP {})",
+                            status.as_u16()
+                        ),
+                    )
+                })
+            }
+            Ok(Ok(read)) => {
+                if read.complete {
+                    self.pool.checkin(request.target, sender);
+                }
+                Exchange::Done(Outcome::from_status(status, read.excerpt))
+            }
+        }
+    }
+}
+
+enum Exchange {
+    Done(Outcome),
+    /// The pooled connection was dead before the request went out.
+    StaleConnection,
+}
+
+fn build_request(request: &OutgoingRequest<'_>) -> Request<Full<Bytes>> {
+    let mut http = Request::new(Full::new(request.body.clone()));
+    *http.method_mut() = Method::POST;
+    *http.uri_mut() = request
+        .target
+        .path_and_query()
+        .parse()
+        .unwrap_or_else(|_| hyper::Uri::from_static("/"));
+    let headers = http.headers_mut();
+    let value =
+        |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""));
+    headers.insert(HOST, value(&request.target.host_header()));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    headers.insert("x-productbridge-event", value(request.event));
+    headers.insert("x-productbridge-signature", value(request.signature));
+    headers.insert(
+        "x-productbridge-webhook-id",
+        value(&request.webhook_id.to_string()),
+    );
+    headers.insert(
+        "x-productbridge-delivery-id",
+        value(&request.delivery_id.to_string()),
+    );
+    http
+}
+
+struct CappedBody {
+    excerpt: Option<String>,
+    /// Read to the end, so the connection can carry another request.
+    complete: bool,
+}
+
+/// Reads at most [`RESPONSE_READ_CAP`] bytes of the body: an endless body is
+/// cut off (and its connection dropped), never buffered whole.
+async fn read_capped(response: Response<Incoming>) -> Result<CappedBody, hyper::Error> {
+    let mut body = response.into_body();
+    let mut kept = Vec::new();
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if let Some(data) = frame.data_ref() {
+            read += data.len();
+            let room = RESPONSE_EXCERPT_LEN.saturating_sub(kept.len());
+            kept.extend_from_slice(&data[..data.len().min(room)]);
+            if read > RESPONSE_READ_CAP {
+                return Ok(CappedBody {
+                    excerpt: excerpt(kept),
+                    complete: false,
+                });
+            }
+        }
+    }
+    Ok(CappedBody {
+        excerpt: excerpt(kept),
+        complete: true,
+    })
+}
+
+fn excerpt(bytes: Vec<u8>) -> Option<String> {
+    if bytes.is_empty() {
+        return None;
+    }
+    // Lossy: a cut may split a character, and the log is for people.
+    Some(String::from_utf8_lossy(&bytes).replace('\0', ""))
+}

@@ -1,0 +1,228 @@
+//! Signing secrets: generation, the `X-ProductBridge-Signature` header, and
+//! encryption at rest (AES-256-GCM under `WEBHOOKD_SECRET_KEY`). Pure.
+
+use std::fmt;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+const SECRET_PREFIX: &str = "whsec_";
+const NONCE_LEN: usize = 12;
+
+/// A webhook's signing secret in plaintext. Its `Debug` never shows the value,
+/// so it cannot leak through a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningSecret(String);
+
+impl SigningSecret {
+    /// A fresh secret: `whsec_` + base64url of 32 random bytes (43 characters).
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        SigningSecret(format!("{SECRET_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// The secret text; shown to the user exactly once, at creation.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningSecret(<redacted>)")
+    }
+}
+
+/// Signs bodies for one webhook. Keyed once, cloned per message, so the HMAC
+/// key schedule is not redone for every delivery.
+#[derive(Clone)]
+pub struct Signer {
+    mac: Hmac<Sha256>,
+}
+
+impl Signer {
+    /// The key is the secret's UTF-8 bytes, `whsec_` prefix included (SPEC §1).
+    pub fn new(secret: &SigningSecret) -> Self {
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.0.as_bytes())
+            .expect("HMAC accepts keys of any length");
+        Signer { mac }
+    }
+
+    /// `sha256=` + lowercase hex of HMAC-SHA256 over the raw body.
+    pub fn signature_header(&self, body: &[u8]) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Signer(<redacted>)")
+    }
+}
+
+/// Encrypts secrets for storage. The key id (a short hash of the key) is
+/// stored beside each ciphertext so a later key rotation can tell which key
+/// sealed which row.
+#[derive(Clone)]
+pub struct SecretBox {
+    cipher: Aes256Gcm,
+    key_id: String,
+}
+
+impl fmt::Debug for SecretBox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretBox(key_id={})", self.key_id)
+    }
+}
+
+impl SecretBox {
+    /// Parses `WEBHOOKD_SECRET_KEY`: base64 of exactly 32 bytes.
+    pub fn from_base64(encoded: &str) -> Result<Self> {
+        let key = STANDARD.decode(encoded.trim()).map_err(|_| {
+            Error::Config(
+                "WEBHOOKD_SECRET_KEY is not valid base64: expected base64 of 32 random bytes \
+                 (generate one with `openssl rand -base64 32`)"
+                    .to_string(),
+            )
+        })?;
+        if key.len() != 32 {
+            return Err(Error::Config(format!(
+                "WEBHOOKD_SECRET_KEY decodes to {} bytes, expected 32 \
+                 (generate one with `openssl rand -base64 32`)",
+                key.len()
+            )));
+        }
+        let key_id = hex::encode(&Sha256::digest(&key)[..4]);
+        let cipher = Aes256Gcm::new_from_slice(&key).expect("key length checked above");
+        Ok(SecretBox { cipher, key_id })
+    }
+
+    /// A random key, for the demo and tests.
+    pub fn generate_key_base64() -> String {
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        STANDARD.encode(key)
+    }
+
+    /// The id stored beside each ciphertext.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// nonce || ciphertext || tag. The webhook id is bound in as associated
+    /// data, so a ciphertext copied onto another webhook's row does not open.
+    pub fn seal(&self, webhook_id: Uuid, secret: &SigningSecret) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let payload = Payload {
+            msg: secret.0.as_bytes(),
+            aad: webhook_id.as_bytes(),
+        };
+        let ciphertext = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), payload)
+            .expect("AES-GCM encryption of a short message cannot fail");
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&ciphertext);
+        sealed
+    }
+
+    /// Opens what [`SecretBox::seal`] produced for the same webhook.
+    pub fn open(&self, webhook_id: Uuid, key_id: &str, sealed: &[u8]) -> Result<SigningSecret> {
+        if key_id != self.key_id {
+            return Err(Error::Config(format!(
+                "webhook {webhook_id}'s secret was sealed with key {key_id}, \
+                 but WEBHOOKD_SECRET_KEY is key {}",
+                self.key_id
+            )));
+        }
+        let undecryptable =
+            || Error::Config(format!("webhook {webhook_id}'s secret cannot be decrypted"));
+        if sealed.len() <= NONCE_LEN {
+            return Err(undecryptable());
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let payload = Payload {
+            msg: ciphertext,
+            aad: webhook_id.as_bytes(),
+        };
+        let plain = self
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), payload)
+            .map_err(|_| undecryptable())?;
+        String::from_utf8(plain)
+            .map(SigningSecret)
+            .map_err(|_| undecryptable())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_secret_has_prefix_and_43_base64url_characters() {
+        let secret = SigningSecret::generate();
+        let rest = secret.expose().strip_prefix("whsec_").unwrap();
+        assert_eq!(rest.len(), 43);
+        assert_eq!(URL_SAFE_NO_PAD.decode(rest).unwrap().len(), 32);
+        assert_ne!(secret, SigningSecret::generate());
+    }
+
+    #[test]
+    fn signature_matches_a_known_vector() {
+        // HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog").
+        let signer = Signer::new(&SigningSecret("key".to_string()));
+        assert_eq!(
+            signer.signature_header(b"The quick brown fox jumps over the lazy dog"),
+            "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
+
+    #[test]
+    fn sealed_secret_opens_only_for_its_webhook_and_key() {
+        let key = SecretBox::from_base64(&SecretBox::generate_key_base64()).unwrap();
+        let other_key = SecretBox::from_base64(&SecretBox::generate_key_base64()).unwrap();
+        let webhook = Uuid::new_v4();
+        let secret = SigningSecret::generate();
+        let sealed = key.seal(webhook, &secret);
+        assert!(!sealed
+            .windows(secret.expose().len())
+            .any(|w| w == secret.expose().as_bytes()));
+        assert_eq!(key.open(webhook, key.key_id(), &sealed).unwrap(), secret);
+        assert!(key.open(Uuid::new_v4(), key.key_id(), &sealed).is_err());
+        assert!(other_key
+            .open(webhook, other_key.key_id(), &sealed)
+            .is_err());
+        assert!(other_key.open(webhook, key.key_id(), &sealed).is_err());
+    }
+
+    #[test]
+    fn malformed_keys_are_config_errors() {
+        assert!(matches!(
+            SecretBox::from_base64("not base64!"),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            SecretBox::from_base64("c2hvcnQ="),
+            Err(Error::Config(_))
+        ));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let secret = SigningSecret::generate();
+        assert!(!format!("{secret:?}").contains(secret.expose()));
+    }
+}
