@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
@@ -47,12 +47,15 @@ pub struct CompleteOutcome {
 pub struct Completer {
     config: CompleterConfig,
     pool: Pool,
+    /// Notified after each write: new due times may be earlier than the
+    /// claim loop's planned wake-up.
+    written: std::sync::Arc<Notify>,
 }
 
 impl Completer {
-    /// A completer over this pool.
-    pub fn new(config: CompleterConfig, pool: Pool) -> Self {
-        Completer { config, pool }
+    /// A completer over this pool; `written` is notified after every write.
+    pub fn new(config: CompleterConfig, pool: Pool, written: std::sync::Arc<Notify>) -> Self {
+        Completer { config, pool, written }
     }
 
     /// Writes results as they arrive until every sender of `results` is gone,
@@ -78,6 +81,7 @@ impl Completer {
             }
             self.write_with_retries(&batch).await;
             batch.clear();
+            self.written.notify_one();
         }
     }
 

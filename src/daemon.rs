@@ -90,7 +90,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
 
     let (results_tx, results_rx) = mpsc::channel(config.claimer.max_in_flight.max(1) * 2);
     let completer_task =
-        tokio::spawn(Completer::new(config.completer, pool.clone()).run(results_rx));
+        tokio::spawn(Completer::new(config.completer, pool.clone(), signals.wake.clone()).run(results_rx));
 
     let in_flight = Arc::new(InFlight::default());
     let dispatcher = Dispatcher::new(DispatcherParts {

@@ -1,0 +1,1 @@
+//! The real binary: exit codes, one-line errors, secrets never in logs or tables.

@@ -1,0 +1,231 @@
+//! The shared test harness: a fresh database per test on the real PostgreSQL
+//! at `DATABASE_URL`, real HTTP(S) receivers on 127.0.0.1, the daemon
+//! in-process or as the real binary, and waits on conditions with deadlines.
+
+pub mod receiver;
+pub mod tls;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+use webhookd::config::RunArgs;
+use webhookd::daemon::DaemonConfig;
+use webhookd::shutdown::{self, ShutdownTrigger};
+use webhookd::signing::SecretBox;
+use webhookd::webhooks::{self, CreateWebhook};
+
+pub use receiver::{Receiver, Recorded};
+
+/// The server the tests use; each test gets its own database on it.
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| webhookd::db::DATABASE_URL_DEFAULT.to_string())
+}
+
+/// The same server URL pointing at another database.
+pub fn url_for_database(name: &str) -> String {
+    let url = server_url();
+    let after = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let query = url[after..].find('?').map(|i| after + i).unwrap_or(url.len());
+    let path = url[after..query].find('/').map(|i| after + i).unwrap_or(query);
+    format!("{}/{name}{}", &url[..path], &url[query..])
+}
+
+/// A fresh, migrated database, dropped when the test ends.
+pub struct TestDb {
+    /// Its name.
+    pub name: String,
+    /// Its URL.
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates and migrates a new database.
+    pub async fn new() -> TestDb {
+        let db = TestDb::empty().await;
+        let mut client = db.client().await;
+        webhookd::db::migrate(&mut client).await.expect("migrate");
+        db
+    }
+
+    /// Creates a new database without the schema.
+    pub async fn empty() -> TestDb {
+        let name = format!("webhookd_test_{}", Uuid::new_v4().simple());
+        let admin = webhookd::db::connect_single(&server_url()).await.expect("PostgreSQL at DATABASE_URL");
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+        TestDb {
+            url: url_for_database(&name),
+            name,
+        }
+    }
+
+    /// A new connection.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        webhookd::db::connect_single(&self.url).await.expect("connect to test database")
+    }
+
+    /// One number from a query.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client().await.query_one(sql, &[]).await.expect(sql).get(0)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any runtime guarantee; a short-lived thread with
+        // its own runtime can always do the async cleanup.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let admin = webhookd::db::connect_single(&server_url()).await.ok()?;
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A random key for `WEBHOOKD_SECRET_KEY`.
+pub fn secret_key() -> String {
+    SecretBox::generate_key_base64()
+}
+
+/// Fast settings for tests: private targets allowed, short delays.
+pub fn test_args() -> RunArgs {
+    RunArgs {
+        retry_base_delay: Duration::from_millis(200),
+        allow_private_targets: true,
+        connect_timeout: Duration::from_secs(2),
+        response_timeout: Duration::from_secs(3),
+        lease: Duration::from_secs(10),
+        poll_interval: Duration::from_millis(500),
+        shutdown_grace: Duration::from_secs(2),
+        ..RunArgs::default()
+    }
+}
+
+/// A test database plus the key its webhook secrets are sealed with.
+pub struct TestApp {
+    /// The database.
+    pub db: TestDb,
+    /// Base64 key.
+    pub key: String,
+    /// The opened key.
+    pub secrets: SecretBox,
+}
+
+/// A webhook created for a test, with its one-time secret.
+#[derive(Debug, Clone)]
+pub struct TestWebhook {
+    /// Its id.
+    pub id: Uuid,
+    /// Its secret.
+    pub secret: String,
+}
+
+impl TestApp {
+    /// A fresh database and key.
+    pub async fn new() -> TestApp {
+        let key = secret_key();
+        TestApp {
+            db: TestDb::new().await,
+            secrets: SecretBox::from_base64(&key).unwrap(),
+            key,
+        }
+    }
+
+    /// Creates a webhook (private targets allowed).
+    pub async fn create_webhook(&self, organization: Uuid, url: &str) -> TestWebhook {
+        let client = self.db.client().await;
+        let created = webhooks::create(
+            &client,
+            &self.secrets,
+            &webhookd::sender::SystemResolver,
+            &CreateWebhook {
+                organization_id: organization,
+                url,
+                label: "test",
+                allow_private_targets: true,
+            },
+        )
+        .await
+        .expect("create webhook");
+        TestWebhook {
+            id: created.id,
+            secret: created.secret.unwrap(),
+        }
+    }
+
+    /// Emits one event; panics on validation errors.
+    pub async fn emit(&self, organization: Uuid, event: &str, data: serde_json::Value) -> Uuid {
+        let client = self.db.client().await;
+        webhookd::db::webhooks::emit(&client, organization, event, &data).await.expect("emit")
+    }
+
+    /// The daemon's configuration for these args.
+    pub fn config(&self, args: &RunArgs) -> DaemonConfig {
+        args.validate(&self.db.url, Some(&self.key)).expect("valid test config")
+    }
+
+    /// Runs the daemon in-process until the handle is stopped.
+    pub fn spawn_daemon(&self, config: DaemonConfig) -> DaemonHandle {
+        let (trigger, shutdown) = shutdown::channel();
+        DaemonHandle {
+            trigger,
+            task: tokio::spawn(webhookd::daemon::run(config, shutdown)),
+        }
+    }
+}
+
+/// A daemon running in this process.
+pub struct DaemonHandle {
+    trigger: ShutdownTrigger,
+    task: JoinHandle<webhookd::Result<()>>,
+}
+
+impl DaemonHandle {
+    /// Graceful stop; returns what `run` returned.
+    pub async fn stop(self) -> webhookd::Result<()> {
+        self.trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("daemon stops within 30s")
+            .expect("daemon task")
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds; panics with `what` after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// HMAC-SHA256 computed here, independently of webhookd's signing module.
+pub fn expected_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A valid `data` object for each event type.
+pub fn sample(event: webhookd::EventType) -> serde_json::Value {
+    webhookd::demo::sample_data(event, 7)
+}

@@ -1,0 +1,1 @@
+//! Webhook management: status fields, revoke, redeliver.

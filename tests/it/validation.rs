@@ -1,0 +1,1 @@
+//! Invalid events: each fails with a message naming the problem and writes nothing.
