@@ -55,7 +55,11 @@ pub struct Completer {
 impl Completer {
     /// A completer over this pool; `written` is notified after every write.
     pub fn new(config: CompleterConfig, pool: Pool, written: std::sync::Arc<Notify>) -> Self {
-        Completer { config, pool, written }
+        Completer {
+            config,
+            pool,
+            written,
+        }
     }
 
     /// Writes results as they arrive until every sender of `results` is gone,

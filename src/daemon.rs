@@ -89,8 +89,9 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
     let notifier_task = tokio::spawn(notifier.run(shutdown.clone()));
 
     let (results_tx, results_rx) = mpsc::channel(config.claimer.max_in_flight.max(1) * 2);
-    let completer_task =
-        tokio::spawn(Completer::new(config.completer, pool.clone(), signals.wake.clone()).run(results_rx));
+    let completer_task = tokio::spawn(
+        Completer::new(config.completer, pool.clone(), signals.wake.clone()).run(results_rx),
+    );
 
     let in_flight = Arc::new(InFlight::default());
     let dispatcher = Dispatcher::new(DispatcherParts {

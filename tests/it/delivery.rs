@@ -17,9 +17,13 @@ async fn every_event_type_is_delivered_once_per_active_webhook_signed_and_exact(
     let receiver = Receiver::with_status(200).await;
     let org = Uuid::new_v4();
     let first = app.create_webhook(org, &receiver.url("/first")).await;
-    let second = app.create_webhook(org, &receiver.url("/second?token=abc")).await;
+    let second = app
+        .create_webhook(org, &receiver.url("/second?token=abc"))
+        .await;
     let revoked = app.create_webhook(org, &receiver.url("/revoked")).await;
-    webhookd::db::webhooks::revoke(&mut app.db.client().await, revoked.id).await.unwrap();
+    webhookd::db::webhooks::revoke(&mut app.db.client().await, revoked.id)
+        .await
+        .unwrap();
 
     let daemon = app.spawn_daemon(app.config(&test_args()));
     let mut emitted = Vec::new();
@@ -29,12 +33,16 @@ async fn every_event_type_is_delivered_once_per_active_webhook_signed_and_exact(
     }
     let requests = receiver.wait_for(22, WAIT).await;
     wait_until("all 22 deliveries recorded as delivered", WAIT, || async {
-        app.db.count("SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'").await == 22
+        app.db
+            .count("SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'")
+            .await
+            == 22
     })
     .await;
     daemon.stop().await.unwrap();
 
-    let occurred_at = regex_lite::Regex::new(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$").unwrap();
+    let occurred_at =
+        regex_lite::Regex::new(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$").unwrap();
     let mut pairs = HashSet::new();
     for request in receiver.requests() {
         let (webhook, secret) = match request.path.as_str() {
@@ -44,25 +52,49 @@ async fn every_event_type_is_delivered_once_per_active_webhook_signed_and_exact(
         };
         assert_eq!(request.method, "POST");
         assert_eq!(request.header("content-type"), "application/json");
-        assert_eq!(request.header("user-agent"), format!("ProductBridge-Webhooks/{}", env!("CARGO_PKG_VERSION")));
-        assert_eq!(request.header("x-productbridge-webhook-id"), webhook.to_string());
-        assert_eq!(request.header("x-productbridge-signature"), expected_signature(secret, &request.body));
+        assert_eq!(
+            request.header("user-agent"),
+            format!("ProductBridge-Webhooks/{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            request.header("x-productbridge-webhook-id"),
+            webhook.to_string()
+        );
+        assert_eq!(
+            request.header("x-productbridge-signature"),
+            expected_signature(secret, &request.body)
+        );
         Uuid::parse_str(&request.delivery_id()).expect("delivery id is a UUID");
 
         let body: serde_json::Value = serde_json::from_slice(&request.body).expect("body is JSON");
         let object = body.as_object().unwrap();
-        assert_eq!(object.len(), 4, "exactly event, organization_id, occurred_at, data: {body}");
+        assert_eq!(
+            object.len(),
+            4,
+            "exactly event, organization_id, occurred_at, data: {body}"
+        );
         let event: EventType = body["event"].as_str().unwrap().parse().unwrap();
         assert_eq!(request.header("x-productbridge-event"), event.as_str());
         assert_eq!(body["organization_id"], org.to_string());
-        assert!(occurred_at.is_match(body["occurred_at"].as_str().unwrap()), "{body}");
+        assert!(
+            occurred_at.is_match(body["occurred_at"].as_str().unwrap()),
+            "{body}"
+        );
         assert_eq!(body["data"], sample(event));
-        assert!(pairs.insert((event, webhook)), "{event} delivered twice to {webhook}");
+        assert!(
+            pairs.insert((event, webhook)),
+            "{event} delivered twice to {webhook}"
+        );
     }
     assert_eq!(pairs.len(), 22);
     assert_eq!(requests.len(), 22);
     assert_eq!(
-        app.db.count(&format!("SELECT count(*) FROM outbox.deliveries WHERE webhook_id = '{}'", revoked.id)).await,
+        app.db
+            .count(&format!(
+                "SELECT count(*) FROM outbox.deliveries WHERE webhook_id = '{}'",
+                revoked.id
+            ))
+            .await,
         0,
         "a revoked webhook gets no deliveries"
     );
@@ -81,16 +113,27 @@ async fn a_rolled_back_event_is_never_delivered_and_organizations_are_isolated()
     let mut client = app.db.client().await;
     let tx = client.transaction().await.unwrap();
     let data = serde_json::json!({"id": "rolled-back", "title": "never"});
-    webhookd::emit(&tx, org_a, EventType::PostCreated, &data).await.unwrap();
+    webhookd::emit(&tx, org_a, EventType::PostCreated, &data)
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
 
-    app.emit(org_b, "post.created", serde_json::json!({"id": "for-b", "title": "b"})).await;
+    app.emit(
+        org_b,
+        "post.created",
+        serde_json::json!({"id": "for-b", "title": "b"}),
+    )
+    .await;
     // A later committed event for A proves the daemon has passed the rolled-back one.
-    app.emit(org_a, "post.deleted", serde_json::json!({"id": "marker"})).await;
+    app.emit(org_a, "post.deleted", serde_json::json!({"id": "marker"}))
+        .await;
     receiver_a.wait_for(1, WAIT).await;
     receiver_b.wait_for(1, WAIT).await;
     wait_until("both deliveries recorded", WAIT, || async {
-        app.db.count("SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'").await == 2
+        app.db
+            .count("SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'")
+            .await
+            == 2
     })
     .await;
     daemon.stop().await.unwrap();
@@ -99,8 +142,14 @@ async fn a_rolled_back_event_is_never_delivered_and_organizations_are_isolated()
     let b = receiver_b.requests();
     assert_eq!(a.len(), 1);
     assert_eq!(b.len(), 1);
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&a[0].body).unwrap()["data"]["id"], "marker");
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&b[0].body).unwrap()["data"]["id"], "for-b");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&a[0].body).unwrap()["data"]["id"],
+        "marker"
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&b[0].body).unwrap()["data"]["id"],
+        "for-b"
+    );
     assert_eq!(app.db.count("SELECT count(*) FROM outbox.events").await, 2);
 }
 
@@ -118,11 +167,15 @@ async fn failures_follow_the_retry_schedule_with_the_same_id_and_body_then_fail(
         ..test_args()
     };
     let daemon = app.spawn_daemon(app.config(&args));
-    app.emit(org, "vote.created", sample(EventType::VoteCreated)).await;
+    app.emit(org, "vote.created", sample(EventType::VoteCreated))
+        .await;
 
     let requests = receiver.wait_for(4, WAIT).await;
     wait_until("the delivery is failed", WAIT, || async {
-        app.db.count("SELECT count(*) FROM outbox.deliveries WHERE status = 'failed'").await == 1
+        app.db
+            .count("SELECT count(*) FROM outbox.deliveries WHERE status = 'failed'")
+            .await
+            == 1
     })
     .await;
     daemon.stop().await.unwrap();
@@ -130,14 +183,21 @@ async fn failures_follow_the_retry_schedule_with_the_same_id_and_body_then_fail(
 
     for pair in requests.windows(2) {
         assert_eq!(pair[0].delivery_id(), pair[1].delivery_id());
-        assert_eq!(pair[0].body, pair[1].body, "identical body bytes on every attempt");
+        assert_eq!(
+            pair[0].body, pair[1].body,
+            "identical body bytes on every attempt"
+        );
     }
     // Retry k is due base × 2^(k−1) after failure k; allow the 10 % jitter plus
     // 250 ms for the write-back and wake-up on a busy test machine.
     for (k, pair) in requests.windows(2).enumerate() {
         let nominal = base * (1 << k);
         let gap = pair[1].at - pair[0].at;
-        assert!(gap >= nominal, "retry {} came after {gap:?}, before {nominal:?}", k + 1);
+        assert!(
+            gap >= nominal,
+            "retry {} came after {gap:?}, before {nominal:?}",
+            k + 1
+        );
         assert!(
             gap <= nominal.mul_f64(1.1) + Duration::from_millis(250),
             "retry {} came after {gap:?}, expected about {nominal:?}",
@@ -157,7 +217,10 @@ async fn failures_follow_the_retry_schedule_with_the_same_id_and_body_then_fail(
         .unwrap();
     assert_eq!(row.get::<_, i32>("attempts"), 4);
     assert_eq!(row.get::<_, Option<i32>>("last_status_code"), Some(503));
-    assert_eq!(row.get::<_, Option<String>>("last_error").as_deref(), Some("HTTP 503 Service Unavailable"));
+    assert_eq!(
+        row.get::<_, Option<String>>("last_error").as_deref(),
+        Some("HTTP 503 Service Unavailable")
+    );
     assert!(row.get::<_, bool>("no_next"));
     assert_eq!(row.get::<_, i64>("logged"), 4);
 }
@@ -165,17 +228,22 @@ async fn failures_follow_the_retry_schedule_with_the_same_id_and_body_then_fail(
 #[tokio::test]
 async fn every_2xx_is_success_and_a_3xx_is_a_failure_that_is_not_followed() {
     let app = TestApp::new().await;
-    let receiver = Receiver::start(|request| {
-        match request.path.as_str() {
-            "/redirect" => (302, vec![("location", "/target".to_string())]),
-            path => (path.trim_start_matches("/s").parse().unwrap_or(500), Vec::new()),
-        }
+    let receiver = Receiver::start(|request| match request.path.as_str() {
+        "/redirect" => (302, vec![("location", "/target".to_string())]),
+        path => (
+            path.trim_start_matches("/s").parse().unwrap_or(500),
+            Vec::new(),
+        ),
     })
     .await;
     let org = Uuid::new_v4();
     let mut success = Vec::new();
     for status in [200, 201, 202, 204, 299] {
-        success.push(app.create_webhook(org, &receiver.url(&format!("/s{status}"))).await.id);
+        success.push(
+            app.create_webhook(org, &receiver.url(&format!("/s{status}")))
+                .await
+                .id,
+        );
     }
     let redirect = app.create_webhook(org, &receiver.url("/redirect")).await.id;
     let args = webhookd::config::RunArgs {
@@ -183,9 +251,13 @@ async fn every_2xx_is_success_and_a_3xx_is_a_failure_that_is_not_followed() {
         ..test_args()
     };
     let daemon = app.spawn_daemon(app.config(&args));
-    app.emit(org, "comment.created", sample(EventType::CommentCreated)).await;
+    app.emit(org, "comment.created", sample(EventType::CommentCreated))
+        .await;
     wait_until("all six deliveries finished", WAIT, || async {
-        app.db.count("SELECT count(*) FROM outbox.deliveries WHERE status <> 'pending'").await == 6
+        app.db
+            .count("SELECT count(*) FROM outbox.deliveries WHERE status <> 'pending'")
+            .await
+            == 6
     })
     .await;
     daemon.stop().await.unwrap();
@@ -206,6 +278,12 @@ async fn every_2xx_is_success_and_a_3xx_is_a_failure_that_is_not_followed() {
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "failed");
     assert_eq!(row.get::<_, Option<i32>>(1), Some(302));
-    assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("redirect (HTTP 302) not followed"));
-    assert!(receiver.requests().iter().all(|r| r.path != "/target"), "the redirect was followed");
+    assert_eq!(
+        row.get::<_, Option<String>>(2).as_deref(),
+        Some("redirect (HTTP 302) not followed")
+    );
+    assert!(
+        receiver.requests().iter().all(|r| r.path != "/target"),
+        "the redirect was followed"
+    );
 }

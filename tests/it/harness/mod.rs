@@ -27,8 +27,14 @@ pub fn server_url() -> String {
 pub fn url_for_database(name: &str) -> String {
     let url = server_url();
     let after = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let query = url[after..].find('?').map(|i| after + i).unwrap_or(url.len());
-    let path = url[after..query].find('/').map(|i| after + i).unwrap_or(query);
+    let query = url[after..]
+        .find('?')
+        .map(|i| after + i)
+        .unwrap_or(url.len());
+    let path = url[after..query]
+        .find('/')
+        .map(|i| after + i)
+        .unwrap_or(query);
     format!("{}/{name}{}", &url[..path], &url[query..])
 }
 
@@ -52,8 +58,13 @@ impl TestDb {
     /// Creates a new database without the schema.
     pub async fn empty() -> TestDb {
         let name = format!("webhookd_test_{}", Uuid::new_v4().simple());
-        let admin = webhookd::db::connect_single(&server_url()).await.expect("PostgreSQL at DATABASE_URL");
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+        let admin = webhookd::db::connect_single(&server_url())
+            .await
+            .expect("PostgreSQL at DATABASE_URL");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
         TestDb {
             url: url_for_database(&name),
             name,
@@ -62,12 +73,19 @@ impl TestDb {
 
     /// A new connection.
     pub async fn client(&self) -> tokio_postgres::Client {
-        webhookd::db::connect_single(&self.url).await.expect("connect to test database")
+        webhookd::db::connect_single(&self.url)
+            .await
+            .expect("connect to test database")
     }
 
     /// One number from a query.
     pub async fn count(&self, sql: &str) -> i64 {
-        self.client().await.query_one(sql, &[]).await.expect(sql).get(0)
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .expect(sql)
+            .get(0)
     }
 }
 
@@ -77,7 +95,10 @@ impl Drop for TestDb {
         // Drop runs outside any runtime guarantee; a short-lived thread with
         // its own runtime can always do the async cleanup.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
                 let admin = webhookd::db::connect_single(&server_url()).await.ok()?;
                 admin
@@ -164,12 +185,15 @@ impl TestApp {
     /// Emits one event; panics on validation errors.
     pub async fn emit(&self, organization: Uuid, event: &str, data: serde_json::Value) -> Uuid {
         let client = self.db.client().await;
-        webhookd::db::webhooks::emit(&client, organization, event, &data).await.expect("emit")
+        webhookd::db::webhooks::emit(&client, organization, event, &data)
+            .await
+            .expect("emit")
     }
 
     /// The daemon's configuration for these args.
     pub fn config(&self, args: &RunArgs) -> DaemonConfig {
-        args.validate(&self.db.url, Some(&self.key)).expect("valid test config")
+        args.validate(&self.db.url, Some(&self.key))
+            .expect("valid test config")
     }
 
     /// Runs the daemon in-process until the handle is stopped.

@@ -66,7 +66,9 @@ impl Receiver {
     }
 
     /// Plain HTTP receiver answering with `respond`.
-    pub async fn start(respond: impl Fn(&Recorded) -> (u16, Vec<(&'static str, String)>) + Send + Sync + 'static) -> Receiver {
+    pub async fn start(
+        respond: impl Fn(&Recorded) -> (u16, Vec<(&'static str, String)>) + Send + Sync + 'static,
+    ) -> Receiver {
         Receiver::start_inner(Arc::new(respond), None).await
     }
 
@@ -78,7 +80,10 @@ impl Receiver {
         Receiver::start_inner(Arc::new(respond), Some(acceptor)).await
     }
 
-    async fn start_inner(respond: Arc<Responder>, tls: Option<tokio_native_tls::TlsAcceptor>) -> Receiver {
+    async fn start_inner(
+        respond: Arc<Responder>,
+        tls: Option<tokio_native_tls::TlsAcceptor>,
+    ) -> Receiver {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let address = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -102,10 +107,25 @@ impl Receiver {
                         async move {
                             let at = Instant::now();
                             let method = request.method().to_string();
-                            let path = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                            let path = request
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default();
                             let headers = request.headers().clone();
-                            let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let recorded = Recorded { at, method, path, headers, body };
+                            let body = request
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let recorded = Recorded {
+                                at,
+                                method,
+                                path,
+                                headers,
+                                body,
+                            };
                             let (status, extra) = respond(&recorded);
                             requests.lock().unwrap().push(recorded);
                             arrived.notify_waiters();
@@ -120,11 +140,15 @@ impl Receiver {
                     match tls {
                         Some(acceptor) => {
                             if let Ok(stream) = acceptor.accept(stream).await {
-                                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                                let _ = http1::Builder::new()
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
                             }
                         }
                         None => {
-                            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
                         }
                     }
                 });
@@ -153,7 +177,10 @@ impl Receiver {
                 return requests;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("timed out after {limit:?}: {} of {n} requests arrived", self.requests().len());
+                panic!(
+                    "timed out after {limit:?}: {} of {n} requests arrived",
+                    self.requests().len()
+                );
             }
         }
     }
