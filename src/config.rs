@@ -149,6 +149,7 @@ impl RunArgs {
             shutdown_grace: self.shutdown_grace,
             secrets,
             pool_size: self.db_pool_size as usize,
+            admin_addr: self.admin_addr,
         })
     }
 }

@@ -50,6 +50,8 @@ pub struct DaemonConfig {
     pub secrets: SecretBox,
     /// Connections in the pool.
     pub pool_size: usize,
+    /// Where `/healthz` and `/readyz` are served.
+    pub admin_addr: std::net::SocketAddr,
 }
 
 /// Shared signals between the loop, the notifier and the send tasks.
@@ -87,6 +89,15 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         signals.listening.clone(),
     );
     let notifier_task = tokio::spawn(notifier.run(shutdown.clone()));
+    crate::admin::serve(
+        config.admin_addr,
+        crate::admin::Readiness {
+            pool: pool.clone(),
+            listening: signals.listening.clone(),
+        },
+        shutdown.clone(),
+    )
+    .await?;
 
     let (results_tx, results_rx) = mpsc::channel(config.claimer.max_in_flight.max(1) * 2);
     let completer_task = tokio::spawn(

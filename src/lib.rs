@@ -26,6 +26,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod claimer;
 pub mod cli;
 pub mod completer;

@@ -164,6 +164,7 @@ async fn run_in(url: &str) -> Result<()> {
         allow_private_targets: true,
         poll_interval: Duration::from_millis(500),
         shutdown_grace: Duration::from_secs(5),
+        admin_addr: ([127, 0, 0, 1], 0).into(),
         ..RunArgs::default()
     };
     let config = args.validate(url, Some(&secret_key))?;

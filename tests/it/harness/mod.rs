@@ -126,6 +126,8 @@ pub fn test_args() -> RunArgs {
         lease: Duration::from_secs(10),
         poll_interval: Duration::from_millis(500),
         shutdown_grace: Duration::from_secs(2),
+        // Many daemons run at once in the tests: each takes a free port.
+        admin_addr: ([127, 0, 0, 1], 0).into(),
         ..RunArgs::default()
     }
 }

@@ -1,0 +1,109 @@
+//! The admin listener on `--admin-addr`: `/healthz` (the process is alive) and
+//! `/readyz` (the database answers and LISTEN is active). Anything else is 404.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::error::{Error, Result};
+use crate::shutdown::Shutdown;
+
+/// What readiness looks at.
+#[derive(Clone)]
+pub struct Readiness {
+    /// The daemon's pool.
+    pub pool: Pool,
+    /// Set by the notifier while LISTEN is active.
+    pub listening: Arc<AtomicBool>,
+}
+
+/// Binds the admin address (port 0 picks a free one) and serves until shutdown.
+/// Returns the bound address.
+pub async fn serve(
+    address: SocketAddr,
+    readiness: Readiness,
+    mut shutdown: Shutdown,
+) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|err| Error::Config(format!("cannot listen on --admin-addr {address}: {err}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|err| Error::Other(format!("admin listener: {err}")))?;
+    info!(address = %bound, "admin endpoints: /healthz, /readyz");
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.wait() => return,
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            let readiness = readiness.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| respond(request, readiness.clone()));
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+async fn respond(
+    request: Request<Incoming>,
+    readiness: Readiness,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let (status, body) = match request.uri().path() {
+        "/healthz" => (StatusCode::OK, r#"{"status":"ok"}"#.to_string()),
+        "/readyz" => {
+            let database = database_answers(&readiness.pool).await;
+            let listening = readiness.listening.load(Ordering::Relaxed);
+            let status = if database && listening {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let body = serde_json::json!({
+                "status": if status == StatusCode::OK { "ready" } else { "not ready" },
+                "database": if database { "ok" } else { "unreachable" },
+                "listen": if listening { "active" } else { "reconnecting" },
+            });
+            (status, body.to_string())
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            r#"{"error":"not found"}"#.to_string(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+async fn database_answers(pool: &Pool) -> bool {
+    let check = async {
+        let client = pool.get().await.ok()?;
+        client.simple_query("SELECT 1").await.ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), check).await,
+        Ok(Some(_))
+    )
+}
