@@ -6,5 +6,6 @@ mod harness;
 mod cli;
 mod delivery;
 mod management;
+mod shutdown;
 mod tls;
 mod validation;
