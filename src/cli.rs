@@ -79,7 +79,7 @@ pub enum WebhooksCommand {
         #[arg(long, default_value = "")]
         label: String,
         /// Allow http:// and loopback/private addresses (tests, local use).
-        #[arg(long, env = "WEBHOOKD_ALLOW_PRIVATE_TARGETS")]
+        #[arg(long, env = "WEBHOOKD_ALLOW_PRIVATE_TARGETS", value_parser = clap::builder::BoolishValueParser::new())]
         allow_private_targets: bool,
     },
     /// List an organization's webhooks with their status, as a JSON array.

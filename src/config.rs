@@ -70,7 +70,7 @@ pub struct RunArgs {
     #[arg(long, env = "WEBHOOKD_RESPONSE_TIMEOUT", default_value = "30s", value_parser = positive_duration, value_name = "DURATION")]
     pub response_timeout: Duration,
     /// Allow http:// URLs and loopback/private addresses (tests, local use).
-    #[arg(long, env = "WEBHOOKD_ALLOW_PRIVATE_TARGETS")]
+    #[arg(long, env = "WEBHOOKD_ALLOW_PRIVATE_TARGETS", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_private_targets: bool,
     /// How long a claimed delivery stays reserved; must exceed connect + response timeout.
     #[arg(long, env = "WEBHOOKD_LEASE", default_value = "90s", value_parser = positive_duration, value_name = "DURATION")]

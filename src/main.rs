@@ -9,28 +9,7 @@ use webhookd::telemetry;
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                err.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) || matches!(
-                err.kind(),
-                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
-                let _ = err.print();
-                return if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                    ExitCode::from(2)
-                } else {
-                    ExitCode::SUCCESS
-                };
-            }
-            // clap's first line names the problem; the usage lines add nothing.
-            let text = err.render().to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("webhookd: {}", line.trim_start_matches("error: "));
-            return ExitCode::from(2);
-        }
+        Err(err) => return usage_error(err),
     };
     let default_level = match cli.command {
         Command::Run(_) => "info",
@@ -54,6 +33,31 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("webhookd: {}", err.one_line());
             ExitCode::from(if err.is_user_error() { 2 } else { 1 })
+        }
+    }
+}
+
+/// Help and version go to stdout with exit 0; anything else is one line on
+/// stderr with exit 2, not clap's usage block.
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = err.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("webhookd: a subcommand is required; see --help for the list");
+            ExitCode::from(2)
+        }
+        _ => {
+            // clap's text: the problem, sometimes continued on indented lines
+            // (the missing arguments), then a blank line and the usage.
+            let text = err.render().to_string();
+            let problem = text.split("\n\n").next().unwrap_or("invalid arguments");
+            let line = problem.split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("webhookd: {}", line.trim_start_matches("error: "));
+            ExitCode::from(2)
         }
     }
 }

@@ -101,23 +101,53 @@ fn unreachable_database(url: &str, err: deadpool_postgres::PoolError) -> Error {
     Error::Pool(format!("{} ({detail})", redact_url(url)))
 }
 
-/// The URL without its password, for messages.
+/// The same server URL pointing at another database (the demo and the tests
+/// work in databases of their own).
+pub fn url_with_database(url: &str, name: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        // key=value form
+        return format!("{url} dbname={name}");
+    };
+    let after = scheme_end + 3;
+    let query = url[after..]
+        .find('?')
+        .map(|i| after + i)
+        .unwrap_or(url.len());
+    let path = url[after..query]
+        .find('/')
+        .map(|i| after + i)
+        .unwrap_or(query);
+    format!("{}/{name}{}", &url[..path], &url[query..])
+}
+
+/// Where a URL points, for messages: user, hosts, ports and database, never
+/// the password (whether given as `user:password@`, `?password=` or
+/// `password=` in key=value form).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
-            match credentials.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &credentials[..colon],
-                    &url[at..]
-                ),
-                None => url.to_string(),
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+        return "the configured DATABASE_URL".to_string();
+    };
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(index, host)| {
+            let host = match host {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            match config.get_ports().get(index).or(config.get_ports().first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
             }
-        }
-        _ => url.to_string(),
-    }
+        })
+        .collect();
+    format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
 }
 
 /// Creates or upgrades the schema. Idempotent; safe when several replicas run
@@ -210,4 +240,40 @@ pub async fn notify_wakeup(client: &impl GenericClient) -> Result<()> {
         .await
         .map_err(|err| Error::db("notifying the daemons", err))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_name_replaces_the_path_and_keeps_the_query() {
+        assert_eq!(
+            url_with_database("postgres://u@h:5432/postgres?sslmode=disable", "demo"),
+            "postgres://u@h:5432/demo?sslmode=disable"
+        );
+        assert_eq!(
+            url_with_database("postgres://u@h", "demo"),
+            "postgres://u@h/demo"
+        );
+        assert_eq!(
+            url_with_database("host=h user=u", "demo"),
+            "host=h user=u dbname=demo"
+        );
+    }
+
+    #[test]
+    fn redacted_urls_never_show_the_password() {
+        for url in [
+            "postgres://app:s3cret@db:5432/app",
+            "postgres://app@db:5432/app?password=s3cret",
+            "host=db port=5432 user=app password=s3cret dbname=app",
+        ] {
+            assert_eq!(redact_url(url), "postgres://app@db:5432/app");
+        }
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/app?x"),
+            "the configured DATABASE_URL"
+        );
+    }
 }

@@ -80,7 +80,7 @@ impl DemoDatabase {
             db::redact_url(&server_url)
         );
         Ok(DemoDatabase {
-            url: with_database(&server_url, &name),
+            url: db::url_with_database(&server_url, &name),
             created: Some((server_url, name)),
             cluster: None,
         })
@@ -100,24 +100,6 @@ impl DemoDatabase {
             }
         }
     }
-}
-
-/// The same server URL pointing at another database.
-fn with_database(url: &str, name: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        // key=value form
-        return format!("{url} dbname={name}");
-    };
-    let after = scheme_end + 3;
-    let query = url[after..]
-        .find('?')
-        .map(|i| after + i)
-        .unwrap_or(url.len());
-    let path = url[after..query]
-        .find('/')
-        .map(|i| after + i)
-        .unwrap_or(query);
-    format!("{}/{name}{}", &url[..path], &url[query..])
 }
 
 async fn run_in(url: &str) -> Result<()> {
@@ -340,26 +322,5 @@ pub fn sample_data(event: EventType, index: usize) -> serde_json::Value {
             json!({"id": format!("v-{index}"), "post_id": post, "post_title": "Add dark mode"})
         }
         EventType::VoteDeleted => json!({"id": format!("v-{index}"), "post_id": post}),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn database_name_replaces_the_path_and_keeps_the_query() {
-        assert_eq!(
-            with_database("postgres://u@h:5432/postgres?sslmode=disable", "demo"),
-            "postgres://u@h:5432/demo?sslmode=disable"
-        );
-        assert_eq!(
-            with_database("postgres://u@h", "demo"),
-            "postgres://u@h/demo"
-        );
-        assert_eq!(
-            with_database("host=h user=u", "demo"),
-            "host=h user=u dbname=demo"
-        );
     }
 }

@@ -1,1 +1,1013 @@
 //! The real binary: exit codes, one-line errors, secrets never in logs or tables.
+//!
+//! Every test runs `webhookd` as a child process with a clean environment (no
+//! inherited `WEBHOOKD_*` or `RUST_LOG`), `DATABASE_URL` pointing at its own
+//! database, and a deadline on every run. SPEC §6: exit 0 on success, 2 on bad
+//! usage, configuration or input with one line on stderr, 1 on other failures.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+use uuid::Uuid;
+
+use crate::harness::{expected_signature, secret_key, wait_until, Receiver, TestApp, TestDb};
+
+/// Longest any single command may take.
+const COMMAND_LIMIT: Duration = Duration::from_secs(30);
+/// Longest a delivery may take to be recorded.
+const DELIVERY_LIMIT: Duration = Duration::from_secs(20);
+/// A URL that passes validation with `--allow-private-targets` and is never contacted.
+const UNUSED_TARGET: &str = "http://127.0.0.1:9/x";
+/// Unreachable (nothing listens on port 1), with a password that must never be shown.
+const UNREACHABLE_DATABASE: &str = "postgres://postgres:hunter2@127.0.0.1:1/postgres";
+
+/// One `webhookd` invocation being prepared.
+struct Webhookd {
+    command: Command,
+    shown: String,
+}
+
+impl Webhookd {
+    /// `webhookd ARGS` against `database_url`, with nothing else from our environment.
+    fn new(database_url: &str, args: &[&str]) -> Webhookd {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_webhookd"));
+        for (name, _) in std::env::vars_os() {
+            let inherited = name.to_string_lossy();
+            if inherited.starts_with("WEBHOOKD_") || inherited == "RUST_LOG" {
+                command.env_remove(&name);
+            }
+        }
+        command
+            .args(args)
+            .env("DATABASE_URL", database_url)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        Webhookd {
+            command,
+            shown: format!("webhookd {}", args.join(" ")),
+        }
+    }
+
+    /// Sets `WEBHOOKD_SECRET_KEY`.
+    fn key(self, key: &str) -> Webhookd {
+        self.env("WEBHOOKD_SECRET_KEY", key)
+    }
+
+    /// Sets an environment variable.
+    fn env(mut self, name: &str, value: &str) -> Webhookd {
+        self.command.env(name, value);
+        self
+    }
+
+    /// Removes an environment variable.
+    fn unset(mut self, name: &str) -> Webhookd {
+        self.command.env_remove(name);
+        self
+    }
+
+    /// Runs to completion within [`COMMAND_LIMIT`].
+    async fn output(mut self) -> Outcome {
+        let output = tokio::time::timeout(COMMAND_LIMIT, self.command.output())
+            .await
+            .unwrap_or_else(|_| panic!("`{}` did not finish within {COMMAND_LIMIT:?}", self.shown))
+            .unwrap_or_else(|err| panic!("cannot start `{}`: {err}", self.shown));
+        Outcome {
+            shown: self.shown,
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// What a finished `webhookd` did.
+struct Outcome {
+    shown: String,
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    /// Asserts exit 0; returns stdout.
+    fn succeeded(&self) -> &str {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "`{}` should succeed\nstdout: {}\nstderr: {}",
+            self.shown,
+            self.stdout,
+            self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Asserts exit `code` with exactly one plain line on stderr and nothing
+    /// on stdout; returns that line.
+    fn failed_with(&self, code: i32) -> &str {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "exit status of `{}`\nstdout: {}\nstderr: {}",
+            self.shown,
+            self.stdout,
+            self.stderr
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "`{}` should say what is wrong in one line, said:\n{}",
+            self.shown,
+            self.stderr
+        );
+        let line = lines[0];
+        assert!(
+            line.starts_with("webhookd: ") && line.len() > "webhookd: ".len(),
+            "`{}`: {line:?}",
+            self.shown
+        );
+        assert!(
+            !line.contains("panicked"),
+            "`{}` panicked: {line}",
+            self.shown
+        );
+        assert!(!line.contains("RUST_BACKTRACE"), "`{}`: {line}", self.shown);
+        assert_eq!(
+            self.stdout, "",
+            "`{}` printed to stdout while failing",
+            self.shown
+        );
+        line
+    }
+
+    /// Asserts exit 0 and parses stdout as one JSON value.
+    fn json(&self) -> Value {
+        let stdout = self.succeeded();
+        serde_json::from_str(stdout)
+            .unwrap_or_else(|err| panic!("`{}` should print JSON ({err}):\n{stdout}", self.shown))
+    }
+}
+
+/// `webhooks create` with private targets allowed; returns the printed object.
+async fn create_webhook(app: &TestApp, org: Uuid, url: &str, label: &str) -> Value {
+    Webhookd::new(
+        &app.db.url,
+        &[
+            "webhooks",
+            "create",
+            "--org",
+            &org.to_string(),
+            "--url",
+            url,
+            "--allow-private-targets",
+            "--label",
+            label,
+        ],
+    )
+    .key(&app.key)
+    .output()
+    .await
+    .json()
+}
+
+/// `webhooks list --org ORG`.
+async fn list_webhooks(db: &TestDb, org: Uuid) -> Vec<Value> {
+    match Webhookd::new(&db.url, &["webhooks", "list", "--org", &org.to_string()])
+        .output()
+        .await
+        .json()
+    {
+        Value::Array(webhooks) => webhooks,
+        other => panic!("webhooks list should print an array, printed {other}"),
+    }
+}
+
+fn field<'a>(object: &'a Value, name: &str) -> &'a str {
+    object[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} should be a string in {object}"))
+}
+
+async fn webhook_rows(db: &TestDb) -> i64 {
+    db.count("SELECT count(*) FROM outbox.webhooks").await
+}
+
+#[tokio::test]
+async fn webhooks_create_prints_one_object_with_the_secret_shown_this_once() {
+    let app = TestApp::new().await;
+    let org = Uuid::new_v4();
+    let created = create_webhook(&app, org, UNUSED_TARGET, "L").await;
+
+    let object = created.as_object().expect("one JSON object");
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "created_at",
+            "id",
+            "label",
+            "organization_id",
+            "secret",
+            "status",
+            "url"
+        ],
+        "{created}"
+    );
+    Uuid::parse_str(field(&created, "id")).expect("id is a UUID");
+    assert_eq!(field(&created, "organization_id"), org.to_string());
+    assert_eq!(field(&created, "url"), UNUSED_TARGET);
+    assert_eq!(field(&created, "label"), "L");
+    assert_eq!(field(&created, "status"), "active");
+    let rfc3339_millis =
+        regex_lite::Regex::new(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$").unwrap();
+    assert!(
+        rfc3339_millis.is_match(field(&created, "created_at")),
+        "{created}"
+    );
+
+    let secret = field(&created, "secret");
+    let random = secret
+        .strip_prefix("whsec_")
+        .expect("secret starts with whsec_");
+    assert_eq!(random.len(), 43, "43 characters after the prefix: {secret}");
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(random)
+        .expect("base64url");
+    assert_eq!(bytes.len(), 32, "32 random bytes");
+    assert_eq!(webhook_rows(&app.db).await, 1);
+
+    let listed = list_webhooks(&app.db, org).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let webhook = &listed[0];
+    assert!(
+        webhook.get("secret").is_none(),
+        "list never shows the secret: {webhook}"
+    );
+    assert!(!webhook.to_string().contains(random), "{webhook}");
+    for name in [
+        "id",
+        "organization_id",
+        "url",
+        "label",
+        "status",
+        "created_at",
+    ] {
+        assert_eq!(webhook[name], created[name], "{name} as on create");
+    }
+    for name in ["last_success_at", "last_failure_at", "last_failure_reason"] {
+        assert_eq!(
+            webhook.get(name),
+            Some(&Value::Null),
+            "{name} of a new webhook: {webhook}"
+        );
+    }
+    for name in ["pending_deliveries", "failed_deliveries"] {
+        assert_eq!(
+            webhook.get(name),
+            Some(&Value::from(0)),
+            "{name} of a new webhook: {webhook}"
+        );
+    }
+    assert!(
+        list_webhooks(&app.db, Uuid::new_v4()).await.is_empty(),
+        "another organization sees none"
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_webhook_twice_succeeds_both_times_and_list_shows_it_revoked() {
+    let app = TestApp::new().await;
+    let org = Uuid::new_v4();
+    let created = create_webhook(&app, org, UNUSED_TARGET, "to revoke").await;
+    let id = field(&created, "id");
+    for _ in 0..2 {
+        Webhookd::new(&app.db.url, &["webhooks", "revoke", id])
+            .output()
+            .await
+            .succeeded();
+    }
+    let listed = list_webhooks(&app.db, org).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(field(&listed[0], "id"), id);
+    assert_eq!(field(&listed[0], "status"), "revoked");
+}
+
+#[tokio::test]
+async fn revoking_an_unknown_webhook_exits_2() {
+    let db = TestDb::new().await;
+    let unknown = Uuid::new_v4().to_string();
+    let outcome = Webhookd::new(&db.url, &["webhooks", "revoke", &unknown])
+        .output()
+        .await;
+    assert!(
+        outcome.failed_with(2).contains(&unknown),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[tokio::test]
+async fn webhooks_create_rejects_bad_urls_with_exit_2_and_writes_nothing() {
+    let app = TestApp::new().await;
+    let org = Uuid::new_v4().to_string();
+    let cases = [
+        ("http://example.com/hook", "https"),
+        ("https://10.0.0.7/x", "10.0.0.7"),
+        ("https://127.0.0.1/x", "127.0.0.1"),
+        (
+            "https://169.254.169.254/latest/meta-data",
+            "169.254.169.254",
+        ),
+        ("https://[::1]/x", "::1"),
+        ("https://localhost/x", "localhost"),
+        ("not a url", "URL"),
+        ("https:///no-host", "URL"),
+        ("ftp://example.com/x", "ftp"),
+        ("//example.com/x", "URL"),
+        ("https://user:pw@example.com/x", "credentials"),
+    ];
+    for (url, mentions) in cases {
+        let outcome = Webhookd::new(
+            &app.db.url,
+            &["webhooks", "create", "--org", &org, "--url", url],
+        )
+        .key(&app.key)
+        .output()
+        .await;
+        let line = outcome.failed_with(2);
+        assert!(
+            line.contains(mentions),
+            "rejecting {url:?} should mention {mentions:?}: {line}"
+        );
+        assert_eq!(webhook_rows(&app.db).await, 0, "{url:?} wrote a webhook");
+    }
+}
+
+#[tokio::test]
+async fn webhooks_create_rejects_a_500_character_label_with_exit_2() {
+    let app = TestApp::new().await;
+    let label = "l".repeat(500);
+    let org = Uuid::new_v4().to_string();
+    let outcome = Webhookd::new(
+        &app.db.url,
+        &[
+            "webhooks",
+            "create",
+            "--org",
+            &org,
+            "--url",
+            UNUSED_TARGET,
+            "--allow-private-targets",
+            "--label",
+            &label,
+        ],
+    )
+    .key(&app.key)
+    .output()
+    .await;
+    assert!(
+        outcome.failed_with(2).contains("label"),
+        "{}",
+        outcome.stderr
+    );
+    assert_eq!(webhook_rows(&app.db).await, 0);
+}
+
+#[tokio::test]
+async fn webhooks_create_without_a_usable_secret_key_exits_2_naming_webhookd_secret_key() {
+    let db = TestDb::new().await;
+    let org = Uuid::new_v4().to_string();
+    let args = [
+        "webhooks",
+        "create",
+        "--org",
+        &org,
+        "--url",
+        UNUSED_TARGET,
+        "--allow-private-targets",
+    ];
+    use base64::Engine as _;
+    let sixteen_bytes = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
+    for key in [
+        None,
+        Some(""),
+        Some("not-base64!"),
+        Some(sixteen_bytes.as_str()),
+    ] {
+        let mut webhookd = Webhookd::new(&db.url, &args);
+        if let Some(key) = key {
+            webhookd = webhookd.key(key);
+        }
+        let outcome = webhookd.output().await;
+        let line = outcome.failed_with(2);
+        assert!(line.contains("WEBHOOKD_SECRET_KEY"), "key {key:?}: {line}");
+        assert_eq!(webhook_rows(&db).await, 0);
+    }
+}
+
+#[tokio::test]
+async fn webhookd_allow_private_targets_1_allows_private_targets_for_every_command() {
+    let app = TestApp::new().await;
+    let org = Uuid::new_v4().to_string();
+    for value in ["1", "true"] {
+        let created = Webhookd::new(
+            &app.db.url,
+            &["webhooks", "create", "--org", &org, "--url", UNUSED_TARGET],
+        )
+        .key(&app.key)
+        .env("WEBHOOKD_ALLOW_PRIVATE_TARGETS", value)
+        .output()
+        .await
+        .json();
+        assert_eq!(field(&created, "url"), UNUSED_TARGET);
+        // `run` parses it too: the only complaint left is the flag that is wrong.
+        let outcome = Webhookd::new(
+            &app.db.url,
+            &["run", "--lease", "10s", "--admin-addr", "127.0.0.1:0"],
+        )
+        .key(&app.key)
+        .env("WEBHOOKD_ALLOW_PRIVATE_TARGETS", value)
+        .output()
+        .await;
+        assert!(
+            outcome.failed_with(2).contains("--lease"),
+            "{}",
+            outcome.stderr
+        );
+    }
+}
+
+#[tokio::test]
+async fn run_rejects_bad_flags_with_exit_2_and_one_line() {
+    let db = TestDb::new().await;
+    let key = secret_key();
+    let cases: [(&[&str], &str); 6] = [
+        (&["--lease", "10s"], "--lease"),
+        (&["--lease", "40s"], "--lease"),
+        (&["--retry-base-delay", "-5s"], ""),
+        (&["--retry-base-delay=-5s"], "negative"),
+        (&["--connect-timeout", "abc"], "--connect-timeout"),
+        (&["--max-retries", "lots"], "--max-retries"),
+    ];
+    for (flags, mentions) in cases {
+        let mut args = vec!["run", "--admin-addr", "127.0.0.1:0"];
+        args.extend_from_slice(flags);
+        let outcome = Webhookd::new(&db.url, &args).key(&key).output().await;
+        let line = outcome.failed_with(2);
+        assert!(
+            line.contains(mentions),
+            "`run {}` should mention {mentions:?}: {line}",
+            flags.join(" ")
+        );
+    }
+}
+
+#[tokio::test]
+async fn run_without_a_secret_key_exits_2_naming_webhookd_secret_key() {
+    let db = TestDb::new().await;
+    let outcome = Webhookd::new(&db.url, &["run", "--admin-addr", "127.0.0.1:0"])
+        .output()
+        .await;
+    assert!(
+        outcome.failed_with(2).contains("WEBHOOKD_SECRET_KEY"),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_exits_1_with_one_plain_line_and_no_password() {
+    let key = secret_key();
+    let org = Uuid::new_v4().to_string();
+    let commands: [&[&str]; 7] = [
+        &["migrate"],
+        &[
+            "emit",
+            "--org",
+            &org,
+            "--event",
+            "post.deleted",
+            "--data",
+            r#"{"id": "p1"}"#,
+        ],
+        &["webhooks", "list", "--org", &org],
+        &[
+            "webhooks",
+            "create",
+            "--org",
+            &org,
+            "--url",
+            UNUSED_TARGET,
+            "--allow-private-targets",
+        ],
+        &["webhooks", "revoke", &org],
+        &["redeliver", &org],
+        &["run", "--admin-addr", "127.0.0.1:0"],
+    ];
+    for args in commands {
+        let outcome = Webhookd::new(UNREACHABLE_DATABASE, args)
+            .key(&key)
+            .output()
+            .await;
+        let line = outcome.failed_with(1);
+        assert!(!line.contains("hunter2"), "the password is shown: {line}");
+        assert!(
+            line.contains("database"),
+            "says plainly what failed: {line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_password_given_as_a_parameter_is_not_shown_either() {
+    let org = Uuid::new_v4().to_string();
+    for url in [
+        "postgres://postgres@127.0.0.1:1/postgres?password=hunter2",
+        "host=127.0.0.1 port=1 user=postgres password=hunter2 dbname=postgres",
+    ] {
+        let outcome = Webhookd::new(url, &["webhooks", "list", "--org", &org])
+            .output()
+            .await;
+        let line = outcome.failed_with(1);
+        assert!(!line.contains("hunter2"), "the password is shown: {line}");
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_database_url_exits_2() {
+    let outcome = Webhookd::new(
+        "postgres://postgres:hunter2@127.0.0.1:1/postgres?x",
+        &["migrate"],
+    )
+    .output()
+    .await;
+    let line = outcome.failed_with(2);
+    assert!(line.contains("DATABASE_URL"), "{line}");
+    assert!(!line.contains("hunter2"), "the password is shown: {line}");
+}
+
+#[tokio::test]
+async fn a_database_without_the_schema_exits_2_and_says_to_run_migrate() {
+    let db = TestDb::empty().await;
+    let key = secret_key();
+    let org = Uuid::new_v4().to_string();
+    let commands: [&[&str]; 5] = [
+        &[
+            "emit",
+            "--org",
+            &org,
+            "--event",
+            "post.deleted",
+            "--data",
+            r#"{"id": "p1"}"#,
+        ],
+        &["webhooks", "list", "--org", &org],
+        &[
+            "webhooks",
+            "create",
+            "--org",
+            &org,
+            "--url",
+            UNUSED_TARGET,
+            "--allow-private-targets",
+        ],
+        &["redeliver", &org],
+        &["run", "--admin-addr", "127.0.0.1:0"],
+    ];
+    for args in commands {
+        let outcome = Webhookd::new(&db.url, args).key(&key).output().await;
+        let line = outcome.failed_with(2);
+        assert!(
+            line.contains("webhookd migrate"),
+            "`{}`: {line}",
+            args.join(" ")
+        );
+    }
+
+    Webhookd::new(&db.url, &["migrate"])
+        .output()
+        .await
+        .succeeded();
+    Webhookd::new(&db.url, &["migrate"])
+        .output()
+        .await
+        .succeeded();
+    let max: i32 = db
+        .client()
+        .await
+        .query_one("SELECT max(version) FROM outbox.schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(max, webhookd::db::SCHEMA_VERSION);
+    Webhookd::new(&db.url, commands[0])
+        .output()
+        .await
+        .succeeded();
+}
+
+#[tokio::test]
+async fn emit_rejects_invalid_data_with_the_databases_message_and_exit_2() {
+    let db = TestDb::new().await;
+    let org = Uuid::new_v4().to_string();
+    let cases = [
+        (
+            "post.deleted",
+            r#"{"id": 1}"#,
+            "post.deleted: data.id must be a string",
+        ),
+        (
+            "post.tag_added",
+            r#"{"id": "p1"}"#,
+            "post.tag_added: data.tag_id is required",
+        ),
+        (
+            "post.updated",
+            r#"{"id": "p1"}"#,
+            "unknown event type \"post.updated\"",
+        ),
+        (
+            "post.deleted",
+            r#"["p1"]"#,
+            "post.deleted: data must be a JSON object",
+        ),
+        ("post.deleted", "{id: p1}", "--data"),
+        ("post.deleted", "", "--data"),
+    ];
+    for (event, data, mentions) in cases {
+        let outcome = Webhookd::new(
+            &db.url,
+            &["emit", "--org", &org, "--event", event, "--data", data],
+        )
+        .output()
+        .await;
+        let line = outcome.failed_with(2);
+        assert!(
+            line.contains(mentions),
+            "emit {event} {data:?} should mention {mentions:?}: {line}"
+        );
+        assert_eq!(db.count("SELECT count(*) FROM outbox.events").await, 0);
+    }
+    let outcome = Webhookd::new(
+        &db.url,
+        &[
+            "emit",
+            "--org",
+            "not-a-uuid",
+            "--event",
+            "post.deleted",
+            "--data",
+            r#"{"id": "p1"}"#,
+        ],
+    )
+    .output()
+    .await;
+    assert!(
+        outcome.failed_with(2).contains("--org"),
+        "{}",
+        outcome.stderr
+    );
+    assert_eq!(db.count("SELECT count(*) FROM outbox.events").await, 0);
+}
+
+#[tokio::test]
+async fn a_valid_emit_prints_the_event_id_and_exits_0() {
+    let db = TestDb::new().await;
+    let org = Uuid::new_v4();
+    let data = r#"{"id": "553c3ef8b8cdcd1501ba1238", "title": "Add dark mode", "board_id": ""}"#;
+    let outcome = Webhookd::new(
+        &db.url,
+        &[
+            "emit",
+            "--org",
+            &org.to_string(),
+            "--event",
+            "post.created",
+            "--data",
+            data,
+        ],
+    )
+    .output()
+    .await;
+    let stdout = outcome.succeeded();
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
+    let id = Uuid::parse_str(stdout.trim()).expect("the event id");
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT organization_id, event, data FROM outbox.events WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("the printed id is the stored event");
+    assert_eq!(row.get::<_, Uuid>("organization_id"), org);
+    assert_eq!(row.get::<_, String>("event"), "post.created");
+    assert_eq!(
+        row.get::<_, Value>("data"),
+        serde_json::from_str::<Value>(data).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn redeliver_of_an_unknown_delivery_exits_2() {
+    let db = TestDb::new().await;
+    let unknown = Uuid::new_v4().to_string();
+    let outcome = Webhookd::new(&db.url, &["redeliver", &unknown])
+        .output()
+        .await;
+    assert!(
+        outcome.failed_with(2).contains(&unknown),
+        "{}",
+        outcome.stderr
+    );
+    let outcome = Webhookd::new(&db.url, &["redeliver", "not-a-uuid"])
+        .output()
+        .await;
+    outcome.failed_with(2);
+}
+
+#[tokio::test]
+async fn help_for_every_subcommand_exits_0() {
+    let commands: [&[&str]; 11] = [
+        &["--help"],
+        &["migrate", "--help"],
+        &["run", "--help"],
+        &["webhooks", "--help"],
+        &["webhooks", "create", "--help"],
+        &["webhooks", "list", "--help"],
+        &["webhooks", "revoke", "--help"],
+        &["emit", "--help"],
+        &["redeliver", "--help"],
+        &["demo", "--help"],
+        &["help", "run"],
+    ];
+    for args in commands {
+        let outcome = Webhookd::new(UNREACHABLE_DATABASE, args).output().await;
+        let help = outcome.succeeded();
+        assert!(
+            help.contains("Usage:"),
+            "`webhookd {}` printed:\n{help}",
+            args.join(" ")
+        );
+        assert!(
+            !help.contains("hunter2"),
+            "help shows DATABASE_URL's password:\n{help}"
+        );
+    }
+    let run_help = Webhookd::new(UNREACHABLE_DATABASE, &["run", "--help"])
+        .output()
+        .await;
+    for flag in [
+        "--retry-base-delay",
+        "--max-retries",
+        "--connect-timeout",
+        "--response-timeout",
+        "--allow-private-targets",
+        "--lease",
+        "--admin-addr",
+    ] {
+        assert!(
+            run_help.succeeded().contains(flag),
+            "run --help lists {flag}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_subcommand_or_flag_exits_2_in_one_line() {
+    let db = TestDb::new().await;
+    for args in [
+        &["frobnicate"][..],
+        &["migrate", "--frobnicate"],
+        &["webhooks", "list"],
+        &["webhooks"],
+        &[],
+    ] {
+        Webhookd::new(&db.url, args).output().await.failed_with(2);
+    }
+}
+
+#[tokio::test]
+async fn a_missing_required_argument_is_named_in_the_one_line() {
+    let db = TestDb::new().await;
+    let outcome = Webhookd::new(&db.url, &["webhooks", "list"]).output().await;
+    let line = outcome.failed_with(2);
+    assert!(line.contains("--org"), "which argument is missing? {line}");
+    let outcome = Webhookd::new(&db.url, &["emit", "--org", &Uuid::new_v4().to_string()])
+        .output()
+        .await;
+    let line = outcome.failed_with(2);
+    assert!(
+        line.contains("--event") && line.contains("--data"),
+        "which arguments are missing? {line}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_subcommand_exits_2_in_one_line_whether_or_not_database_url_is_set() {
+    for args in [&[][..], &["webhooks"]] {
+        let outcome = Webhookd::new("unused", args)
+            .unset("DATABASE_URL")
+            .output()
+            .await;
+        outcome.failed_with(2);
+    }
+}
+
+/// The first `pg_dump` on PATH, else one from the PostgreSQL packages.
+fn pg_dump() -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("pg_dump"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let packaged = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|versions| {
+            versions
+                .filter_map(|entry| entry.ok())
+                .map(|entry| entry.path().join("bin/pg_dump"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain(packaged)
+        .find(|candidate| candidate.is_file())
+        .expect("pg_dump on PATH or under /usr/lib/postgresql/*/bin")
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_trace_logs_or_a_database_dump() {
+    let app = TestApp::new().await;
+    let receiver = Receiver::with_status(200).await;
+    let org = Uuid::new_v4();
+
+    // Created with every log on: the secret belongs on stdout, once, and nowhere else.
+    let created = Webhookd::new(
+        &app.db.url,
+        &[
+            "webhooks",
+            "create",
+            "--org",
+            &org.to_string(),
+            "--url",
+            &receiver.url("/hook"),
+            "--allow-private-targets",
+            "--label",
+            "leak check",
+        ],
+    )
+    .key(&app.key)
+    .env("RUST_LOG", "trace")
+    .output()
+    .await;
+    let webhook: Value = created.json();
+    assert_eq!(
+        created.stdout.matches(field(&webhook, "secret")).count(),
+        1,
+        "{}",
+        created.stdout
+    );
+    let webhook_id = field(&webhook, "id").to_string();
+    let secret = field(&webhook, "secret").to_string();
+    let secret_random = secret.trim_start_matches("whsec_").to_string();
+    let secret_hex = hex::encode(secret.as_bytes());
+    let never_shown = |text: &str, place: &str| {
+        assert!(
+            !text.contains(&secret_random),
+            "the webhook secret appears in {place}"
+        );
+        assert!(
+            !text.contains(&secret_hex),
+            "the webhook secret appears hex-encoded in {place}"
+        );
+        assert!(
+            !text.contains(&app.key),
+            "WEBHOOKD_SECRET_KEY appears in {place}"
+        );
+    };
+    never_shown(&created.stderr, "the trace log of `webhooks create`");
+
+    let mut daemon = Webhookd::new(
+        &app.db.url,
+        &[
+            "run",
+            "--allow-private-targets",
+            "--retry-base-delay",
+            "100ms",
+            "--max-retries",
+            "1",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ],
+    )
+    .key(&app.key)
+    .env("RUST_LOG", "trace")
+    .command;
+    daemon.stdout(Stdio::null());
+    let mut child = daemon.spawn().expect("start webhookd run");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let log = tokio::spawn(async move {
+        let mut log = Vec::new();
+        let _ = stderr.read_to_end(&mut log).await;
+        String::from_utf8_lossy(&log).into_owned()
+    });
+
+    let emitted = Webhookd::new(
+        &app.db.url,
+        &[
+            "emit",
+            "--org",
+            &org.to_string(),
+            "--event",
+            "post.created",
+            "--data",
+            r#"{"id": "p1", "title": "Add dark mode"}"#,
+        ],
+    )
+    .env("RUST_LOG", "trace")
+    .output()
+    .await;
+    emitted.succeeded();
+    never_shown(&emitted.stderr, "the trace log of `emit`");
+
+    wait_until(
+        "the delivery is recorded as delivered",
+        DELIVERY_LIMIT,
+        || async {
+            app.db
+                .count("SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'")
+                .await
+                == 1
+        },
+    )
+    .await;
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].header("x-productbridge-signature"),
+        expected_signature(&secret, &requests[0].body),
+        "the captured secret is the one the daemon signs with"
+    );
+
+    let pid = child.id().expect("the daemon is running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(killed.success(), "kill -TERM {pid}");
+    let status = tokio::time::timeout(COMMAND_LIMIT, child.wait())
+        .await
+        .expect("webhookd run stops within 30s of SIGTERM")
+        .expect("wait for webhookd run");
+    let log = tokio::time::timeout(COMMAND_LIMIT, log)
+        .await
+        .expect("the log ends with the process")
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM is a clean stop; log:\n{log}"
+    );
+    assert!(
+        log.contains("TRACE"),
+        "the trace log was on, so the check means something"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    never_shown(&log, "the daemon's trace log");
+
+    let dump = tokio::time::timeout(
+        COMMAND_LIMIT,
+        Command::new(pg_dump())
+            .arg(format!("--dbname={}", app.db.url))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("pg_dump within 30s")
+    .expect("run pg_dump");
+    assert!(
+        dump.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.contains(&webhook_id),
+        "the dump holds the webhook, so the check means something"
+    );
+    never_shown(&dump, "a pg_dump of the database");
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use uuid::Uuid;
 use webhookd::EventType;
 
-use crate::harness::{expected_signature, sample, test_args, wait_until, Receiver, TestApp};
+use crate::harness::{expected_signature, sample, test_args, Receiver, TestApp};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -32,13 +32,7 @@ async fn every_event_type_is_delivered_once_per_active_webhook_signed_and_exact(
         emitted.push((id, event));
     }
     let requests = receiver.wait_for(22, WAIT).await;
-    wait_until("all 22 deliveries recorded as delivered", WAIT, || async {
-        app.db
-            .count("SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'")
-            .await
-            == 22
-    })
-    .await;
+    app.wait_for_deliveries("status = 'delivered'", 22).await;
     daemon.stop().await.unwrap();
 
     let occurred_at =
@@ -129,13 +123,7 @@ async fn a_rolled_back_event_is_never_delivered_and_organizations_are_isolated()
         .await;
     receiver_a.wait_for(1, WAIT).await;
     receiver_b.wait_for(1, WAIT).await;
-    wait_until("both deliveries recorded", WAIT, || async {
-        app.db
-            .count("SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'")
-            .await
-            == 2
-    })
-    .await;
+    app.wait_for_deliveries("status = 'delivered'", 2).await;
     daemon.stop().await.unwrap();
 
     let a = receiver_a.requests();
@@ -171,13 +159,7 @@ async fn failures_follow_the_retry_schedule_with_the_same_id_and_body_then_fail(
         .await;
 
     let requests = receiver.wait_for(4, WAIT).await;
-    wait_until("the delivery is failed", WAIT, || async {
-        app.db
-            .count("SELECT count(*) FROM outbox.deliveries WHERE status = 'failed'")
-            .await
-            == 1
-    })
-    .await;
+    app.wait_for_deliveries("status = 'failed'", 1).await;
     daemon.stop().await.unwrap();
     assert_eq!(receiver.requests().len(), 4, "no fifth attempt");
 
@@ -253,13 +235,7 @@ async fn every_2xx_is_success_and_a_3xx_is_a_failure_that_is_not_followed() {
     let daemon = app.spawn_daemon(app.config(&args));
     app.emit(org, "comment.created", sample(EventType::CommentCreated))
         .await;
-    wait_until("all six deliveries finished", WAIT, || async {
-        app.db
-            .count("SELECT count(*) FROM outbox.deliveries WHERE status <> 'pending'")
-            .await
-            == 6
-    })
-    .await;
+    app.wait_for_deliveries("status <> 'pending'", 6).await;
     daemon.stop().await.unwrap();
 
     let client = app.db.client().await;

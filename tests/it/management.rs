@@ -40,13 +40,7 @@ async fn webhook_status_shows_last_success_last_failure_and_counts_and_revoke_ca
     }));
     app.emit(org, "post.created", sample(EventType::PostCreated))
         .await;
-    wait_until("both deliveries finished", WAIT, || async {
-        app.db
-            .count("SELECT count(*) FROM outbox.deliveries WHERE status <> 'pending'")
-            .await
-            == 2
-    })
-    .await;
+    app.wait_for_deliveries("status <> 'pending'", 2).await;
     daemon.stop().await.unwrap();
 
     // Phase 2: a long retry delay, so the next failure stays pending.
@@ -164,13 +158,7 @@ async fn redeliver_puts_a_failed_delivery_back_with_the_same_id_and_body() {
     }));
     app.emit(org, "comment.deleted", sample(EventType::CommentDeleted))
         .await;
-    wait_until("the delivery failed", WAIT, || async {
-        app.db
-            .count("SELECT count(*) FROM outbox.deliveries WHERE status = 'failed'")
-            .await
-            == 1
-    })
-    .await;
+    app.wait_for_deliveries("status = 'failed'", 1).await;
     let client = app.db.client().await;
     let delivery: Uuid = client
         .query_one("SELECT id FROM outbox.deliveries", &[])
@@ -182,13 +170,7 @@ async fn redeliver_puts_a_failed_delivery_back_with_the_same_id_and_body() {
         .await
         .unwrap();
     webhookd::db::notify_wakeup(&client).await.unwrap();
-    wait_until("the redelivery succeeded", WAIT, || async {
-        app.db
-            .count("SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'")
-            .await
-            == 1
-    })
-    .await;
+    app.wait_for_deliveries("status = 'delivered'", 1).await;
     daemon.stop().await.unwrap();
 
     let requests = receiver.requests();

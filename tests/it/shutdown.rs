@@ -7,7 +7,7 @@ use std::time::Duration;
 use uuid::Uuid;
 use webhookd::EventType;
 
-use crate::harness::{sample, wait_until, TestApp};
+use crate::harness::{sample, TestApp};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -26,7 +26,8 @@ async fn sigterm_releases_a_hanging_delivery_for_immediate_pickup_and_exits_zero
         }
     });
     let org = Uuid::new_v4();
-    app.create_webhook(org, &format!("http://{address}/hang")).await;
+    app.create_webhook(org, &format!("http://{address}/hang"))
+        .await;
 
     let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_webhookd"))
         .args([
@@ -50,17 +51,24 @@ async fn sigterm_releases_a_hanging_delivery_for_immediate_pickup_and_exits_zero
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    app.emit(org, "post.created", sample(EventType::PostCreated)).await;
-    tokio::time::timeout(WAIT, accepted.recv()).await.expect("the daemon connects to the receiver");
-    wait_until("the delivery is leased", WAIT, || async {
-        app.db.count("SELECT count(*) FROM outbox.deliveries WHERE lease_token IS NOT NULL AND attempts = 1").await == 1
-    })
-    .await;
+    app.emit(org, "post.created", sample(EventType::PostCreated))
+        .await;
+    tokio::time::timeout(WAIT, accepted.recv())
+        .await
+        .expect("the daemon connects to the receiver");
+    app.wait_for_deliveries("lease_token IS NOT NULL AND attempts = 1", 1)
+        .await;
 
     let pid = daemon.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(killed.success());
-    let status = tokio::time::timeout(WAIT, daemon.wait()).await.expect("exits after SIGTERM").unwrap();
+    let status = tokio::time::timeout(WAIT, daemon.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 
     let client = app.db.client().await;
@@ -73,7 +81,14 @@ async fn sigterm_releases_a_hanging_delivery_for_immediate_pickup_and_exits_zero
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>("status"), "pending");
-    assert_eq!(row.get::<_, i32>("attempts"), 0, "the unfinished attempt is given back");
+    assert_eq!(
+        row.get::<_, i32>("attempts"),
+        0,
+        "the unfinished attempt is given back"
+    );
     assert!(row.get::<_, bool>("released"));
-    assert!(row.get::<_, bool>("due"), "due at once, not after the lease");
+    assert!(
+        row.get::<_, bool>("due"),
+        "due at once, not after the lease"
+    );
 }

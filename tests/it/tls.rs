@@ -7,7 +7,7 @@ use webhookd::config::RunArgs;
 use webhookd::EventType;
 
 use crate::harness::tls::test_pki;
-use crate::harness::{sample, test_args, wait_until, Receiver, TestApp};
+use crate::harness::{sample, test_args, Receiver, TestApp};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -26,13 +26,7 @@ async fn an_https_receiver_with_a_certificate_from_a_trusted_test_ca_gets_its_de
     app.emit(org, "post.created", sample(EventType::PostCreated))
         .await;
     let requests = receiver.wait_for(1, WAIT).await;
-    wait_until("the delivery is recorded", WAIT, || async {
-        app.db
-            .count("SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'")
-            .await
-            == 1
-    })
-    .await;
+    app.wait_for_deliveries("status = 'delivered'", 1).await;
     daemon.stop().await.unwrap();
     assert_eq!(
         requests[0].header("x-productbridge-signature"),
@@ -55,13 +49,7 @@ async fn an_untrusted_certificate_fails_the_attempt_with_a_tls_reason() {
     }));
     app.emit(org, "post.created", sample(EventType::PostCreated))
         .await;
-    wait_until("the delivery failed", WAIT, || async {
-        app.db
-            .count("SELECT count(*) FROM outbox.deliveries WHERE status = 'failed'")
-            .await
-            == 1
-    })
-    .await;
+    app.wait_for_deliveries("status = 'failed'", 1).await;
     daemon.stop().await.unwrap();
     let client = app.db.client().await;
     let row = client

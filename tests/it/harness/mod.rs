@@ -16,7 +16,7 @@ use webhookd::shutdown::{self, ShutdownTrigger};
 use webhookd::signing::SecretBox;
 use webhookd::webhooks::{self, CreateWebhook};
 
-pub use receiver::{Receiver, Recorded};
+pub use receiver::Receiver;
 
 /// The server the tests use; each test gets its own database on it.
 pub fn server_url() -> String {
@@ -25,17 +25,7 @@ pub fn server_url() -> String {
 
 /// The same server URL pointing at another database.
 pub fn url_for_database(name: &str) -> String {
-    let url = server_url();
-    let after = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let query = url[after..]
-        .find('?')
-        .map(|i| after + i)
-        .unwrap_or(url.len());
-    let path = url[after..query]
-        .find('/')
-        .map(|i| after + i)
-        .unwrap_or(query);
-    format!("{}/{name}{}", &url[..path], &url[query..])
+    webhookd::db::url_with_database(&server_url(), name)
 }
 
 /// A fresh, migrated database, dropped when the test ends.
@@ -196,6 +186,17 @@ impl TestApp {
     pub fn config(&self, args: &RunArgs) -> DaemonConfig {
         args.validate(&self.db.url, Some(&self.key))
             .expect("valid test config")
+    }
+
+    /// Waits until `n` deliveries match `condition` (an SQL predicate).
+    pub async fn wait_for_deliveries(&self, condition: &str, n: i64) {
+        let sql = format!("SELECT count(*) FROM outbox.deliveries WHERE {condition}");
+        wait_until(
+            &format!("{n} deliveries with {condition}"),
+            Duration::from_secs(20),
+            || async { self.db.count(&sql).await == n },
+        )
+        .await;
     }
 
     /// Runs the daemon in-process until the handle is stopped.
