@@ -150,15 +150,16 @@ async fn webhooks_command(url: &str, command: WebhooksCommand) -> Result<()> {
             label,
             allow_private_targets,
         } => {
-            let secrets =
-                crate::config::secret_box(std::env::var("WEBHOOKD_SECRET_KEY").ok().as_deref())?;
-            let client = connected(url).await?;
             let request = CreateWebhook {
                 organization_id: org,
                 url: &target,
                 label: &label,
                 allow_private_targets,
             };
+            webhooks::validate(&request)?;
+            let secrets =
+                crate::config::secret_box(std::env::var("WEBHOOKD_SECRET_KEY").ok().as_deref())?;
+            let client = connected(url).await?;
             let created = webhooks::create(&client, &secrets, &SystemResolver, &request).await?;
             print_json(&created)
         }

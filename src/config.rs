@@ -58,22 +58,22 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Delay before the first retry; doubles for each later one.
-    #[arg(long, env = "WEBHOOKD_RETRY_BASE_DELAY", default_value = "60s", value_parser = positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "WEBHOOKD_RETRY_BASE_DELAY", default_value = "60s", value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub retry_base_delay: Duration,
     /// Retries after the first attempt.
     #[arg(long, env = "WEBHOOKD_MAX_RETRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub max_retries: u32,
     /// Time allowed for DNS, TCP connect and TLS handshake.
-    #[arg(long, env = "WEBHOOKD_CONNECT_TIMEOUT", default_value = "10s", value_parser = positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "WEBHOOKD_CONNECT_TIMEOUT", default_value = "10s", value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub connect_timeout: Duration,
     /// Time from sending a request to a complete response.
-    #[arg(long, env = "WEBHOOKD_RESPONSE_TIMEOUT", default_value = "30s", value_parser = positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "WEBHOOKD_RESPONSE_TIMEOUT", default_value = "30s", value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub response_timeout: Duration,
     /// Allow http:// URLs and loopback/private addresses (tests, local use).
     #[arg(long, env = "WEBHOOKD_ALLOW_PRIVATE_TARGETS", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_private_targets: bool,
     /// How long a claimed delivery stays reserved; must exceed connect + response timeout.
-    #[arg(long, env = "WEBHOOKD_LEASE", default_value = "90s", value_parser = positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "WEBHOOKD_LEASE", default_value = "90s", value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub lease: Duration,
     /// Address for health and metrics.
     #[arg(
@@ -84,7 +84,7 @@ pub struct RunArgs {
     )]
     pub admin_addr: std::net::SocketAddr,
     /// Longest sleep between looks at the database when no notification comes.
-    #[arg(long, env = "WEBHOOKD_POLL_INTERVAL", default_value = "5s", value_parser = positive_duration, value_name = "DURATION")]
+    #[arg(long, env = "WEBHOOKD_POLL_INTERVAL", default_value = "5s", value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub poll_interval: Duration,
     /// Deliveries in flight at once, all webhooks together.
     #[arg(long, env = "WEBHOOKD_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -93,7 +93,7 @@ pub struct RunArgs {
     #[arg(long, env = "WEBHOOKD_MAX_IN_FLIGHT_PER_WEBHOOK", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_in_flight_per_webhook: u32,
     /// After SIGTERM, how long in-flight requests may finish before their leases are released.
-    #[arg(long, env = "WEBHOOKD_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "WEBHOOKD_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub shutdown_grace: Duration,
     /// PEM file of extra trusted root certificates (the system roots stay trusted).
     #[arg(long, env = "WEBHOOKD_EXTRA_CA_FILE", value_name = "PATH")]

@@ -98,9 +98,7 @@ pub async fn create(
     resolver: &dyn Resolve,
     request: &CreateWebhook<'_>,
 ) -> Result<WebhookView> {
-    let target = TargetUrl::parse(request.url, request.allow_private_targets)
-        .map_err(|reason| Error::Input(format!("invalid webhook URL: {reason}")))?;
-    validate_label(request.label)?;
+    let target = validate(request)?;
     if !request.allow_private_targets {
         check_resolves_public(&target, resolver).await?;
     }
@@ -136,6 +134,16 @@ pub async fn list(
         .into_iter()
         .map(|row| WebhookView::from_row(row, None, true))
         .collect())
+}
+
+/// The checks that need neither the network nor the database: URL syntax,
+/// scheme, IP-literal addresses and the label. Callers run it before
+/// connecting, so bad input is reported as such even when the database is down.
+pub fn validate(request: &CreateWebhook<'_>) -> Result<TargetUrl> {
+    let target = TargetUrl::parse(request.url, request.allow_private_targets)
+        .map_err(|reason| Error::Input(format!("invalid webhook URL: {reason}")))?;
+    validate_label(request.label)?;
+    Ok(target)
 }
 
 fn validate_label(label: &str) -> Result<()> {

@@ -29,7 +29,11 @@ const DEMO_DEADLINE: Duration = Duration::from_secs(60);
 /// Runs the demo. `database_url` is `DATABASE_URL` if set.
 pub async fn run(database_url: Option<String>) -> Result<()> {
     let mut place = DemoDatabase::open(database_url).await?;
-    let outcome = run_in(&place.url).await;
+    // Ctrl-C must still clean up: a throwaway server outlives this process.
+    let outcome = tokio::select! {
+        outcome = run_in(&place.url) => outcome,
+        _ = crate::cli::wait_for_signal() => Err(Error::Other("demo interrupted; cleaned up".to_string())),
+    };
     place.close().await;
     outcome
 }
