@@ -90,6 +90,14 @@ impl InFlight {
         }
     }
 
+    /// True when some webhook has no free slot left.
+    pub fn any_saturated(&self, per_webhook_cap: usize) -> bool {
+        self.lock()
+            .per_webhook
+            .values()
+            .any(|count| *count >= per_webhook_cap)
+    }
+
     /// Leases still held: (delivery id, token).
     pub fn held_leases(&self) -> Vec<(Uuid, Uuid)> {
         self.lock()

@@ -23,6 +23,8 @@ pub struct CompleterConfig {
     pub batch: usize,
     /// How long the first result of a batch may wait for company.
     pub linger: Duration,
+    /// How long a batch is retried; past the lease the fence drops it anyway.
+    pub give_up_after: Duration,
 }
 
 impl Default for CompleterConfig {
@@ -30,6 +32,7 @@ impl Default for CompleterConfig {
         CompleterConfig {
             batch: 500,
             linger: Duration::from_millis(2),
+            give_up_after: crate::claimer::LEASE_DEFAULT,
         }
     }
 }
@@ -93,7 +96,7 @@ impl Completer {
     /// still be valid; after that the fence would drop it anyway.
     async fn write_with_retries(&self, batch: &[AttemptRecord]) {
         let mut delay = Duration::from_millis(50);
-        let give_up = tokio::time::Instant::now() + Duration::from_secs(120);
+        let give_up = tokio::time::Instant::now() + self.config.give_up_after;
         loop {
             match self.run_once(batch).await {
                 Ok(outcome) => {

@@ -144,7 +144,10 @@ impl RunArgs {
                 lease: self.lease,
             },
             fanout: FanOutConfig::default(),
-            completer: CompleterConfig::default(),
+            completer: CompleterConfig {
+                give_up_after: self.lease,
+                ..CompleterConfig::default()
+            },
             poll_interval: self.poll_interval,
             shutdown_grace: self.shutdown_grace,
             secrets,

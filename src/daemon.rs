@@ -216,6 +216,10 @@ impl MainLoop {
                 _ = shutdown.wait() => {}
             }
         }
+        // Leave producers' NOTIFY on: the replicas that remain may be idle.
+        if let Err(err) = self.set_notify(true).await {
+            warn!(error = %err.one_line(), "cannot turn wake-up notifications back on");
+        }
     }
 
     /// One round: fan out, claim, dispatch; then decide how long to sleep.
@@ -225,7 +229,18 @@ impl MainLoop {
         let asked = claim.asked;
         let claimed = claim.deliveries.len();
         if claimed > 0 {
-            self.dispatcher.dispatch(claim, tasks).await?;
+            let leases: Vec<_> = claim
+                .deliveries
+                .iter()
+                .map(|d| (d.id, claim.token))
+                .collect();
+            if let Err(err) = self.dispatcher.dispatch(claim, tasks).await {
+                // Nothing was started: give the rows back now rather than
+                // after the lease, with their attempt count restored.
+                let client = self.pool.get().await?;
+                db::queue::release(&client, &leases).await?;
+                return Err(err);
+            }
         }
         if asked == 0 {
             // Every slot is busy: a finishing delivery wakes the loop.
@@ -241,10 +256,13 @@ impl MainLoop {
             return Ok(Tick::Again);
         }
         // Drained. Turn NOTIFY on, then look once more, so an event committed
-        // while it was off is not left waiting for the poll.
-        if *notify_on != Some(true) {
-            self.set_notify(true).await?;
-            *notify_on = Some(true);
+        // while it was off is not left waiting for the poll. Said every time:
+        // another replica may have turned it off and then died. The statement
+        // writes nothing when the switch is already on.
+        let was_off = *notify_on != Some(true);
+        self.set_notify(true).await?;
+        *notify_on = Some(true);
+        if was_off {
             return Ok(Tick::Again);
         }
         let client = self.pool.get().await?;
@@ -252,6 +270,16 @@ impl MainLoop {
         Ok(Tick::Sleep(match next {
             // Due work this replica could not claim (its webhooks are at their
             // cap, or another replica is claiming it): look again soon.
+            // A webhook at its cap holds due work back: a freed slot wakes
+            // the loop, so polling for it would only scan the same rows again.
+            Some(Duration::ZERO)
+                if claimed == 0
+                    && self
+                        .in_flight
+                        .any_saturated(self.claimer.config().max_in_flight_per_webhook) =>
+            {
+                self.poll_interval
+            }
             Some(Duration::ZERO) if claimed == 0 => {
                 Duration::from_millis(50).min(self.poll_interval)
             }

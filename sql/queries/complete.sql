@@ -22,7 +22,7 @@ updated AS (
     WHERE d.id = r.id
       AND d.lease_token = r.lease_token
       AND d.status = 'pending'
-    RETURNING d.id, d.webhook_id, d.organization_id
+    RETURNING d.id, d.webhook_id, d.organization_id, r.lease_token
 )
 INSERT INTO outbox.delivery_attempts
     (delivery_id, webhook_id, organization_id, attempt, started_at, duration_ms,
@@ -30,4 +30,5 @@ INSERT INTO outbox.delivery_attempts
 SELECT u.id, u.webhook_id, u.organization_id, r.attempt, r.started_at, r.duration_ms,
        r.outcome, r.status_code, r.reason, r.excerpt
 FROM updated u
-JOIN result r ON r.id = u.id
+-- A stale and a fresh result for one delivery can share a batch: log the one that landed.
+JOIN result r ON r.id = u.id AND r.lease_token = u.lease_token
