@@ -76,25 +76,26 @@ impl Error {
     /// One line for a terminal: the message plus the driver's detail, no backtrace.
     pub fn one_line(&self) -> String {
         match self {
-            Error::Database { context, source } => {
-                let detail = match source.as_db_error() {
-                    Some(db) => db.message().to_string(),
-                    None => {
-                        let mut text = source.to_string();
-                        let mut cause = std::error::Error::source(source);
-                        while let Some(inner) = cause {
-                            text = format!("{text}: {inner}");
-                            cause = inner.source();
-                        }
-                        text
-                    }
-                };
-                format!("{context}: {detail}")
-            }
+            Error::Database { context, source } => format!("{context}: {}", driver_detail(source)),
             other => other.to_string(),
         }
         .replace('\n', " ")
     }
+}
+
+/// The server's own message when there is one, else the driver's error with
+/// its causes (e.g. "error connecting to server: Connection refused").
+pub(crate) fn driver_detail(source: &tokio_postgres::Error) -> String {
+    if let Some(db) = source.as_db_error() {
+        return db.message().to_string();
+    }
+    let mut text = source.to_string();
+    let mut cause = std::error::Error::source(source);
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    text
 }
 
 impl From<deadpool_postgres::PoolError> for Error {

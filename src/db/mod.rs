@@ -84,18 +84,7 @@ pub async fn connect_single(url: &str) -> Result<tokio_postgres::Client> {
 
 fn unreachable_database(url: &str, err: deadpool_postgres::PoolError) -> Error {
     let detail = match &err {
-        deadpool_postgres::PoolError::Backend(source) => match source.as_db_error() {
-            Some(db) => db.message().to_string(),
-            None => {
-                let mut text = source.to_string();
-                let mut cause = std::error::Error::source(source);
-                while let Some(inner) = cause {
-                    text = format!("{text}: {inner}");
-                    cause = inner.source();
-                }
-                text
-            }
-        },
+        deadpool_postgres::PoolError::Backend(source) => crate::error::driver_detail(source),
         other => other.to_string(),
     };
     Error::Pool(format!("{} ({detail})", redact_url(url)))

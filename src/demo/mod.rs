@@ -193,7 +193,6 @@ async fn run_in(url: &str) -> Result<()> {
             }
         }
     }
-    // The last write-backs land a moment after the receiver answered.
     wait_until_settled(&client, organization).await?;
     println!(
         "\n{delivered} of {expected} deliveries accepted in {:.1}s. outbox.webhook_status now says:\n",
@@ -239,61 +238,55 @@ fn print_arrival(started: Instant, arrival: &Arrival) {
     );
 }
 
+/// Waits (bounded) until no delivery of the organization is pending: the
+/// last write-backs land a moment after the receiver answered.
 async fn wait_until_settled(client: &tokio_postgres::Client, organization: Uuid) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let row = client
-            .query_one(
-                "SELECT count(*) FILTER (WHERE status = 'pending') FROM outbox.deliveries WHERE organization_id = $1",
-                &[&organization],
-            )
-            .await
-            .map_err(|err| Error::db("reading deliveries", err))?;
-        if row.get::<_, i64>(0) == 0 {
-            return Ok(());
+        let webhooks = db::webhooks::list(client, organization).await?;
+        if webhooks
+            .iter()
+            .all(|webhook| webhook.pending_deliveries == 0)
+        {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }
 
+/// The organization's rows of `outbox.webhook_status`, as a table.
 async fn print_status(client: &tokio_postgres::Client, organization: Uuid) -> Result<()> {
-    let rows = client
-        .query(
-            "SELECT label, status, last_success_at, last_failure_at, last_failure_reason,
-                    pending_deliveries, failed_deliveries
-             FROM outbox.webhook_status WHERE organization_id = $1 ORDER BY created_at",
-            &[&organization],
+    let row = |cells: [&str; 7]| {
+        println!(
+            "  {:<40} {:<7} {:<25} {:<25} {:<30} {:>7} {:>6}",
+            cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]
         )
-        .await
-        .map_err(|err| Error::db("reading outbox.webhook_status", err))?;
-    println!(
-        "  {:<40} {:<7} {:<25} {:<25} {:<30} {:>7} {:>6}",
+    };
+    row([
         "label",
         "status",
         "last_success_at",
         "last_failure_at",
         "last_failure_reason",
         "pending",
-        "failed"
-    );
+        "failed",
+    ]);
     let time = |value: Option<chrono::DateTime<chrono::Utc>>| {
         value
             .map(crate::event::format_occurred_at)
             .unwrap_or_else(|| "-".to_string())
     };
-    for row in rows {
-        println!(
-            "  {:<40} {:<7} {:<25} {:<25} {:<30} {:>7} {:>6}",
-            row.get::<_, String>("label"),
-            row.get::<_, String>("status"),
-            time(row.get("last_success_at")),
-            time(row.get("last_failure_at")),
-            row.get::<_, Option<String>>("last_failure_reason")
-                .unwrap_or_else(|| "-".to_string()),
-            row.get::<_, i64>("pending_deliveries"),
-            row.get::<_, i64>("failed_deliveries"),
-        );
+    for webhook in db::webhooks::list(client, organization).await? {
+        row([
+            &webhook.label,
+            &webhook.status,
+            &time(webhook.last_success_at),
+            &time(webhook.last_failure_at),
+            webhook.last_failure_reason.as_deref().unwrap_or("-"),
+            &webhook.pending_deliveries.to_string(),
+            &webhook.failed_deliveries.to_string(),
+        ]);
     }
     Ok(())
 }

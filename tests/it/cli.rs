@@ -484,37 +484,47 @@ async fn run_without_a_secret_key_exits_2_naming_webhookd_secret_key() {
     );
 }
 
-#[tokio::test]
-async fn an_unreachable_database_exits_1_with_one_plain_line_and_no_password() {
-    let key = secret_key();
-    let org = Uuid::new_v4().to_string();
-    let commands: [&[&str]; 7] = [
-        &["migrate"],
+/// Every command that works in the outbox schema, with otherwise valid arguments.
+fn commands_that_need_the_schema(org: &str) -> Vec<Vec<String>> {
+    let commands: [&[&str]; 5] = [
         &[
             "emit",
             "--org",
-            &org,
+            org,
             "--event",
             "post.deleted",
             "--data",
             r#"{"id": "p1"}"#,
         ],
-        &["webhooks", "list", "--org", &org],
+        &["webhooks", "list", "--org", org],
         &[
             "webhooks",
             "create",
             "--org",
-            &org,
+            org,
             "--url",
             UNUSED_TARGET,
             "--allow-private-targets",
         ],
-        &["webhooks", "revoke", &org],
-        &["redeliver", &org],
+        &["redeliver", org],
         &["run", "--admin-addr", "127.0.0.1:0"],
     ];
-    for args in commands {
-        let outcome = Webhookd::new(UNREACHABLE_DATABASE, args)
+    commands
+        .iter()
+        .map(|args| args.iter().map(|arg| arg.to_string()).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_unreachable_database_exits_1_with_one_plain_line_and_no_password() {
+    let key = secret_key();
+    let org = Uuid::new_v4().to_string();
+    let mut commands = commands_that_need_the_schema(&org);
+    commands.push(vec!["migrate".to_string()]);
+    commands.push(vec!["webhooks".into(), "revoke".into(), org.clone()]);
+    for command in &commands {
+        let args: Vec<&str> = command.iter().map(String::as_str).collect();
+        let outcome = Webhookd::new(UNREACHABLE_DATABASE, &args)
             .key(&key)
             .output()
             .await;
@@ -560,31 +570,10 @@ async fn a_database_without_the_schema_exits_2_and_says_to_run_migrate() {
     let db = TestDb::empty().await;
     let key = secret_key();
     let org = Uuid::new_v4().to_string();
-    let commands: [&[&str]; 5] = [
-        &[
-            "emit",
-            "--org",
-            &org,
-            "--event",
-            "post.deleted",
-            "--data",
-            r#"{"id": "p1"}"#,
-        ],
-        &["webhooks", "list", "--org", &org],
-        &[
-            "webhooks",
-            "create",
-            "--org",
-            &org,
-            "--url",
-            UNUSED_TARGET,
-            "--allow-private-targets",
-        ],
-        &["redeliver", &org],
-        &["run", "--admin-addr", "127.0.0.1:0"],
-    ];
-    for args in commands {
-        let outcome = Webhookd::new(&db.url, args).key(&key).output().await;
+    let commands = commands_that_need_the_schema(&org);
+    for command in &commands {
+        let args: Vec<&str> = command.iter().map(String::as_str).collect();
+        let outcome = Webhookd::new(&db.url, &args).key(&key).output().await;
         let line = outcome.failed_with(2);
         assert!(
             line.contains("webhookd migrate"),
@@ -609,10 +598,8 @@ async fn a_database_without_the_schema_exits_2_and_says_to_run_migrate() {
         .unwrap()
         .get(0);
     assert_eq!(max, webhookd::db::SCHEMA_VERSION);
-    Webhookd::new(&db.url, commands[0])
-        .output()
-        .await
-        .succeeded();
+    let emit: Vec<&str> = commands[0].iter().map(String::as_str).collect();
+    Webhookd::new(&db.url, &emit).output().await.succeeded();
 }
 
 #[tokio::test]
