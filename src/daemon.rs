@@ -20,7 +20,7 @@ use crate::db;
 use crate::dispatcher::{Dispatcher, DispatcherParts};
 use crate::error::{Error, Result};
 use crate::fanout::{FanOut, FanOutConfig};
-use crate::notifier::{Notifier, NotifierConfig};
+use crate::notifier::{IdleStep, Notifier, NotifierConfig, WakeupSwitch};
 use crate::retry::RetryPolicy;
 use crate::sender::{Sender, SenderConfig};
 use crate::shutdown::Shutdown;
@@ -180,7 +180,7 @@ struct MainLoop {
 
 impl MainLoop {
     async fn run(self, signals: &Signals, tasks: &mut JoinSet<()>, mut shutdown: Shutdown) {
-        let mut notify_on = None::<bool>;
+        let mut switch = WakeupSwitch::default();
         let mut error_delay = Duration::from_millis(100);
         let mut last_prune = tokio::time::Instant::now();
         while !shutdown.is_triggered() {
@@ -190,7 +190,7 @@ impl MainLoop {
                 self.sender.prune_idle_connections();
                 last_prune = tokio::time::Instant::now();
             }
-            let sleep = match self.tick(tasks, &mut notify_on).await {
+            let sleep = match self.tick(tasks, &mut switch).await {
                 Ok(Tick::Again) => {
                     error_delay = Duration::from_millis(100);
                     continue;
@@ -204,8 +204,8 @@ impl MainLoop {
                           "delivery loop error; retrying");
                     let sleep = error_delay;
                     error_delay = (error_delay * 2).min(Duration::from_secs(5));
-                    // Whatever state the switch is in, say it again after an error.
-                    notify_on = None;
+                    // Whatever state the switch is in, find out again after an error.
+                    switch = WakeupSwitch::default();
                     sleep
                 }
             };
@@ -217,13 +217,17 @@ impl MainLoop {
             }
         }
         // Leave producers' NOTIFY on: the replicas that remain may be idle.
-        if let Err(err) = self.set_notify(true).await {
+        let turned_on = async {
+            let client = self.pool.get().await?;
+            db::queue::set_wakeup_notify(&client, true).await
+        };
+        if let Err(err) = turned_on.await {
             warn!(error = %err.one_line(), "cannot turn wake-up notifications back on");
         }
     }
 
     /// One round: fan out, claim, dispatch; then decide how long to sleep.
-    async fn tick(&self, tasks: &mut JoinSet<()>, notify_on: &mut Option<bool>) -> Result<Tick> {
+    async fn tick(&self, tasks: &mut JoinSet<()>, switch: &mut WakeupSwitch) -> Result<Tick> {
         let fanned = self.fanout.run_once().await?;
         let claim = self.claimer.run_once(&self.in_flight).await?;
         let asked = claim.asked;
@@ -249,53 +253,46 @@ impl MainLoop {
         if claimed == asked || fanned.more {
             // Busy: the loop polls back to back, so producers need not pay
             // for NOTIFY.
-            if *notify_on != Some(false) {
-                self.set_notify(false).await?;
-                *notify_on = Some(false);
+            if switch.on_busy() {
+                let client = self.pool.get().await?;
+                db::queue::set_wakeup_notify(&client, false).await?;
             }
             return Ok(Tick::Again);
         }
-        // Drained. Turn NOTIFY on, then look once more, so an event committed
-        // while it was off is not left waiting for the poll. Said every time:
-        // another replica may have turned it off and then died. The statement
-        // writes nothing when the switch is already on.
-        let was_off = *notify_on != Some(true);
-        self.set_notify(true).await?;
-        *notify_on = Some(true);
-        if was_off {
-            return Ok(Tick::Again);
-        }
+        // Drained.
         let client = self.pool.get().await?;
-        let next = db::queue::time_to_next_work(&client).await?;
-        Ok(Tick::Sleep(match next {
-            // Due work this replica could not claim (its webhooks are at their
-            // cap, or another replica is claiming it): look again soon.
-            // A webhook at its cap holds due work back: a freed slot wakes
-            // the loop, so polling for it would only scan the same rows again.
+        let next = db::queue::next_work(&client).await?;
+        let most = match switch.on_idle(&next) {
+            IdleStep::TurnOn => {
+                if let Some(fence) = db::queue::set_wakeup_notify(&client, true).await? {
+                    switch.turned_on(fence);
+                }
+                return Ok(Tick::Again);
+            }
+            IdleStep::LookAgain => return Ok(Tick::Again),
+            IdleStep::WaitForFence(wait) => wait.min(self.poll_interval),
+            IdleStep::Sleep => self.poll_interval,
+        };
+        Ok(Tick::Sleep(match next.due_in {
+            // Due work this replica could not claim. A webhook at its cap
+            // holds it back: a freed slot wakes the loop, so polling would
+            // only scan the same rows again. Otherwise another replica is
+            // claiming it: look again soon.
             Some(Duration::ZERO)
                 if claimed == 0
                     && self
                         .in_flight
                         .any_saturated(self.claimer.config().max_in_flight_per_webhook) =>
             {
-                self.poll_interval
+                most
             }
-            Some(Duration::ZERO) if claimed == 0 => {
-                Duration::from_millis(50).min(self.poll_interval)
-            }
+            Some(Duration::ZERO) if claimed == 0 => Duration::from_millis(50).min(most),
             Some(Duration::ZERO) => return Ok(Tick::Again),
-            Some(wait) => wait.min(self.poll_interval),
-            None => self.poll_interval,
+            Some(wait) => wait.min(most),
+            None => most,
         }))
     }
-
-    async fn set_notify(&self, on: bool) -> Result<()> {
-        let client = self.pool.get().await?;
-        db::queue::set_wakeup_notify(&client, on).await?;
-        Ok(())
-    }
 }
-
 enum Tick {
     /// More work is likely right away.
     Again,

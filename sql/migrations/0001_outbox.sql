@@ -150,20 +150,19 @@ $$;
 CREATE TRIGGER events_validate BEFORE INSERT ON outbox.events
     FOR EACH ROW EXECUTE FUNCTION outbox.events_validate();
 
--- The wake-up switch (DESIGN decision 2). NOTIFY serialises committing
--- producers, so the daemon turns it off while it is busy polling anyway and
--- back on before it sleeps.
-CREATE TABLE outbox.wakeup (
-    singleton  boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
-    notify     boolean     NOT NULL DEFAULT true,
-    changed_at timestamptz NOT NULL DEFAULT now()
-);
-INSERT INTO outbox.wakeup DEFAULT VALUES;
+-- The wake-up switch (DESIGN decision 2): 1 = producers NOTIFY, 0 = they
+-- don't. NOTIFY serialises committing producers, so the daemon turns it off
+-- while it is busy polling anyway and back on before it sleeps.
+-- A sequence rather than a row because its value is read without a snapshot:
+-- a producer sees a flip made after its transaction began, so every producer
+-- that saw the switch off was already running when it was turned on, and the
+-- daemon can wait exactly for those (notifier::WakeupSwitch).
+CREATE SEQUENCE outbox.wakeup_notify MINVALUE 0 MAXVALUE 1 START 1;
 
 CREATE FUNCTION outbox.events_notify() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF (SELECT notify FROM outbox.wakeup) THEN
+    IF (SELECT last_value FROM outbox.wakeup_notify) = 1 THEN
         PERFORM pg_notify('outbox_wakeup', '');
     END IF;
     RETURN NULL;

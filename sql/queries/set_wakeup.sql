@@ -1,2 +1,4 @@
--- Turns the producers' NOTIFY on or off; writes only on a change.
-UPDATE outbox.wakeup SET notify = $1, changed_at = now() WHERE notify IS DISTINCT FROM $1
+-- Turns producers' NOTIFY on or off (takes effect at once, outside any
+-- transaction) and returns the fence: every transaction that could have read
+-- the old value has an id below it.
+SELECT setval('outbox.wakeup_notify', CASE WHEN $1 THEN 1 ELSE 0 END)

@@ -267,9 +267,20 @@ pub async fn release(client: &impl GenericClient, leases: &[(Uuid, Uuid)]) -> Re
         .map_err(|err| Error::db("releasing leased deliveries", err))
 }
 
-/// How long until there is something to do, by the database's clock; `None`
-/// when nothing is pending at all.
-pub async fn time_to_next_work(client: &impl GenericClient) -> Result<Option<Duration>> {
+/// What an idle replica needs to decide how long to sleep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextWork {
+    /// Until something is due, by the database's clock; `None` when nothing
+    /// is pending at all.
+    pub due_in: Option<Duration>,
+    /// Whether producers NOTIFY right now.
+    pub notify_on: bool,
+    /// The oldest transaction id still running (the snapshot's xmin).
+    pub oldest_running: i64,
+}
+
+/// When there is next something to do, and the state of the wake-up switch.
+pub async fn next_work(client: &impl GenericClient) -> Result<NextWork> {
     let statement = client
         .prepare_cached(include_str!("../../sql/queries/next_wakeup.sql"))
         .await
@@ -280,16 +291,28 @@ pub async fn time_to_next_work(client: &impl GenericClient) -> Result<Option<Dur
         .map_err(|err| Error::db("finding the next due delivery", err))?;
     let next_at: Option<DateTime<Utc>> = row.get("next_at");
     let now: DateTime<Utc> = row.get("db_now");
-    Ok(next_at.map(|next| (next - now).to_std().unwrap_or(Duration::ZERO)))
+    Ok(NextWork {
+        due_in: next_at.map(|next| (next - now).to_std().unwrap_or(Duration::ZERO)),
+        notify_on: row.get::<_, Option<bool>>("notify_on").unwrap_or(true),
+        oldest_running: row.get("oldest_running"),
+    })
 }
 
-/// Turns producers' NOTIFY on or off. Returns whether the switch changed.
-pub async fn set_wakeup_notify(client: &impl GenericClient, notify: bool) -> Result<bool> {
-    let changed = client
+/// Turns producers' NOTIFY on or off. When turning it on, returns the fence:
+/// transactions below it may have seen it off.
+pub async fn set_wakeup_notify(client: &impl GenericClient, notify: bool) -> Result<Option<i64>> {
+    client
         .execute(include_str!("../../sql/queries/set_wakeup.sql"), &[&notify])
         .await
         .map_err(|err| Error::db("switching wake-up notifications", err))?;
-    Ok(changed > 0)
+    if !notify {
+        return Ok(None);
+    }
+    let row = client
+        .query_one(include_str!("../../sql/queries/transaction_fence.sql"), &[])
+        .await
+        .map_err(|err| Error::db("reading the transaction fence", err))?;
+    Ok(Some(row.get("fence")))
 }
 
 /// Sealed secrets of the given webhooks: (id, ciphertext, key id).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use uuid::Uuid;
 use webhookd::EventType;
 
-use crate::harness::{expected_signature, sample, test_args, Receiver, TestApp};
+use crate::harness::{expected_signature, sample, test_args, wait_until, Receiver, TestApp};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -262,4 +262,63 @@ async fn every_2xx_is_success_and_a_3xx_is_a_failure_that_is_not_followed() {
         receiver.requests().iter().all(|r| r.path != "/target"),
         "the redirect was followed"
     );
+}
+
+#[tokio::test]
+async fn an_event_whose_producer_saw_notify_off_is_delivered_without_waiting_for_the_poll() {
+    let app = TestApp::new().await;
+    let receiver = Receiver::with_status(200).await;
+    let org = Uuid::new_v4();
+    app.create_webhook(org, &receiver.url("/hook")).await;
+    let switch_is = |on: i64| {
+        let db = &app.db;
+        async move {
+            db.count("SELECT last_value FROM outbox.wakeup_notify")
+                .await
+                == on
+        }
+    };
+
+    // As if a busy replica had turned producers' NOTIFY off.
+    let admin = app.db.client().await;
+    admin
+        .execute("SELECT setval('outbox.wakeup_notify', 0)", &[])
+        .await
+        .unwrap();
+    // This producer inserts while NOTIFY is off, so its commit notifies nobody.
+    let mut producer = app.db.client().await;
+    let late = producer.transaction().await.unwrap();
+    webhookd::emit(&late, org, EventType::PostDeleted, &json_id("late"))
+        .await
+        .unwrap();
+
+    // The fallback poll is far away: only the switch's fence can find the event in time.
+    let daemon = app.spawn_daemon(app.config(&webhookd::config::RunArgs {
+        poll_interval: Duration::from_secs(120),
+        ..test_args()
+    }));
+    wait_until("the idle daemon turns NOTIFY back on", WAIT, || {
+        switch_is(1)
+    })
+    .await;
+    // A notified event proves the daemon has looked for work after the switch
+    // went on, while the producer was still open.
+    app.emit(org, "post.deleted", json_id("early")).await;
+    receiver.wait_for(1, WAIT).await;
+    app.wait_for_deliveries("status = 'delivered'", 1).await;
+
+    late.commit().await.unwrap();
+    let requests = receiver.wait_for(2, WAIT).await;
+    daemon.stop().await.unwrap();
+    let ids: Vec<serde_json::Value> = requests
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["data"]["id"].clone()
+        })
+        .collect();
+    assert_eq!(ids, ["early", "late"]);
+}
+
+fn json_id(id: &str) -> serde_json::Value {
+    serde_json::json!({"id": id})
 }
