@@ -122,7 +122,28 @@ pub struct Revoked {
 }
 
 /// Revokes a webhook and cancels its pending deliveries, in one transaction.
+/// The cancel and a daemon's write-back both lock many delivery rows, so they
+/// can deadlock; PostgreSQL then aborts one of them, and a revoke simply runs
+/// again (it is idempotent).
 pub async fn revoke(client: &mut tokio_postgres::Client, webhook_id: Uuid) -> Result<Revoked> {
+    const ATTEMPTS: usize = 3;
+    let mut attempt = 1;
+    loop {
+        match revoke_once(client, webhook_id).await {
+            Err(Error::Database { source, .. })
+                if attempt < ATTEMPTS
+                    && source.code()
+                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
+                tracing::debug!(%webhook_id, attempt, "revoke deadlocked with a write-back; again");
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn revoke_once(client: &mut tokio_postgres::Client, webhook_id: Uuid) -> Result<Revoked> {
     let tx = client
         .transaction()
         .await
