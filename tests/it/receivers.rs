@@ -1,0 +1,1 @@
+//! Receivers that misbehave: every way ends in the retry schedule with a specific reason.

@@ -1,0 +1,1 @@
+//! Several real replicas, crashes and database faults: nothing lost, duplicates bounded.
