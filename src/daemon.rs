@@ -209,11 +209,16 @@ impl MainLoop {
                     sleep
                 }
             };
-            tokio::select! {
-                _ = signals.wake.notified() => {}
-                _ = signals.slot_freed.notified() => {}
-                _ = tokio::time::sleep(sleep) => {}
-                _ = shutdown.wait() => {}
+            let slot_freed = tokio::select! {
+                _ = signals.wake.notified() => false,
+                _ = signals.slot_freed.notified() => true,
+                _ = tokio::time::sleep(sleep) => false,
+                _ = shutdown.wait() => false,
+            };
+            if slot_freed {
+                // Deliveries finish in bursts: let a few more slots free up so
+                // one claim refills many of them instead of one each.
+                tokio::time::sleep(SLOT_LINGER).await;
             }
         }
         // Leave producers' NOTIFY on: the replicas that remain may be idle.
@@ -273,19 +278,14 @@ impl MainLoop {
             IdleStep::WaitForFence(wait) => wait.min(self.poll_interval),
             IdleStep::Sleep => self.poll_interval,
         };
+        let saturated = self
+            .in_flight
+            .any_saturated(self.claimer.config().max_in_flight_per_webhook);
         Ok(Tick::Sleep(match next.due_in {
-            // Due work this replica could not claim. A webhook at its cap
-            // holds it back: a freed slot wakes the loop, so polling would
-            // only scan the same rows again. Otherwise another replica is
-            // claiming it: look again soon.
-            Some(Duration::ZERO)
-                if claimed == 0
-                    && self
-                        .in_flight
-                        .any_saturated(self.claimer.config().max_in_flight_per_webhook) =>
-            {
-                most
-            }
+            // Due work held back by a webhook at its cap: a freed slot wakes
+            // the loop; polling would only scan the same rows again.
+            Some(Duration::ZERO) if saturated => most,
+            // Due work another replica is claiming right now: look again soon.
             Some(Duration::ZERO) if claimed == 0 => Duration::from_millis(50).min(most),
             Some(Duration::ZERO) => return Ok(Tick::Again),
             Some(wait) => wait.min(most),
@@ -293,6 +293,9 @@ impl MainLoop {
         }))
     }
 }
+/// How long a freed slot waits for company before the loop claims again.
+const SLOT_LINGER: Duration = Duration::from_millis(1);
+
 enum Tick {
     /// More work is likely right away.
     Again,

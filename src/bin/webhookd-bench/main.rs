@@ -1,0 +1,99 @@
+//! `webhookd-bench`: one command that measures webhookd on this machine.
+//!
+//! It creates a fresh database per scenario on the server at `DATABASE_URL`,
+//! runs a counting receiver on 127.0.0.1 (its own capacity is measured
+//! first), runs real `webhookd run` processes (the release binary next to
+//! this one), drives producers, and prints a table plus JSON.
+//!
+//! `cargo build --release && cargo run --release --bin webhookd-bench -- [--quick] [--scenarios a,b]`
+
+mod process;
+mod scenarios;
+mod sink;
+
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Benchmark webhookd against a local PostgreSQL and a local receiver.
+#[derive(Debug, Parser)]
+#[command(name = "webhookd-bench")]
+struct Args {
+    /// PostgreSQL server; each scenario works in a database it creates and drops.
+    #[arg(long, env = "DATABASE_URL", default_value = webhookd::db::DATABASE_URL_DEFAULT, hide_env_values = true)]
+    database_url: String,
+    /// Comma-separated scenarios: throughput, fanout, latency, isolation, replicas.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "throughput,fanout,latency,isolation,replicas"
+    )]
+    scenarios: Vec<String>,
+    /// Smaller sizes, for a quick look (about a minute).
+    #[arg(long)]
+    quick: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_writer(std::io::stderr)
+        .init();
+    if !process::webhookd_binary().exists() {
+        eprintln!(
+            "webhookd-bench: {} not found: run `cargo build --release` first",
+            process::webhookd_binary().display()
+        );
+        return std::process::ExitCode::from(2);
+    }
+    let bench = match scenarios::Bench::new(&args.database_url).await {
+        Ok(bench) => bench,
+        Err(err) => {
+            eprintln!("webhookd-bench: {err}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let capacity = sink::measure_capacity(&bench.sink, 64, Duration::from_secs(2)).await;
+    bench.sink.tally.reset();
+    println!("machine: {} cores; receiver capacity: {capacity:.0} requests/s (64 keep-alive clients in-process)\n", process::cores());
+
+    let sizes = if args.quick {
+        scenarios::Sizes::quick()
+    } else {
+        scenarios::Sizes::full()
+    };
+    let mut results = vec![
+        serde_json::json!({"scenario": "receiver_capacity", "requests_per_second": capacity.round()}),
+    ];
+    for name in &args.scenarios {
+        let outcome = match name.as_str() {
+            "throughput" => bench.throughput(&sizes).await,
+            "fanout" => bench.fanout(&sizes).await,
+            "latency" => bench.latency(&sizes).await,
+            "isolation" => bench.isolation(&sizes).await,
+            "replicas" => bench.replicas(&sizes).await,
+            other => Err(format!("unknown scenario {other}").into()),
+        };
+        match outcome {
+            Ok(result) => results.push(result),
+            Err(err) => {
+                eprintln!("webhookd-bench: scenario {name} failed: {err}");
+                return std::process::ExitCode::from(1);
+            }
+        }
+    }
+    let json = serde_json::Value::Array(results);
+    println!("\nJSON:\n{json}");
+    if let Some(path) = args.json {
+        if let Err(err) = std::fs::write(&path, format!("{json:#}\n")) {
+            eprintln!("webhookd-bench: cannot write {}: {err}", path.display());
+            return std::process::ExitCode::from(1);
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}

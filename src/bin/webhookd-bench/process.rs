@@ -1,0 +1,121 @@
+//! Real `webhookd run` processes, and what they and PostgreSQL cost, read
+//! from /proc: CPU seconds and peak RSS.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// Clock ticks per second of /proc's CPU times (USER_HZ; 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// A running `webhookd run`.
+pub struct Daemon {
+    child: Child,
+    pid: u32,
+}
+
+/// What a daemon used.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// User + system CPU seconds.
+    pub cpu_seconds: f64,
+    /// Peak resident set size in MiB (VmHWM).
+    pub peak_rss_mib: f64,
+}
+
+/// The `webhookd` binary next to this one.
+pub fn webhookd_binary() -> PathBuf {
+    let me = std::env::current_exe().unwrap_or_default();
+    me.with_file_name("webhookd")
+}
+
+impl Daemon {
+    /// Starts `webhookd run` against `database_url` with `extra` flags.
+    pub fn spawn(database_url: &str, key: &str, extra: &[&str]) -> std::io::Result<Daemon> {
+        let mut args = vec![
+            "run",
+            "--allow-private-targets",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let child = Command::new(webhookd_binary())
+            .args(&args)
+            .env("DATABASE_URL", database_url)
+            .env("WEBHOOKD_SECRET_KEY", key)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().unwrap_or(0);
+        Ok(Daemon { child, pid })
+    }
+
+    /// CPU and peak RSS so far.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            cpu_seconds: cpu_seconds(self.pid).unwrap_or(0.0),
+            peak_rss_mib: peak_rss_kib(self.pid).unwrap_or(0) as f64 / 1024.0,
+        }
+    }
+
+    /// SIGTERM, then wait (bounded); returns the usage read just before.
+    pub async fn stop(mut self) -> Usage {
+        let usage = self.usage();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        usage
+    }
+}
+
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / TICKS_PER_SECOND)
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU seconds used so far by every process named `postgres` (the server and
+/// its backends). Backends that exit in between take their share with them,
+/// so this is a lower bound.
+pub fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|comm| comm.trim() == "postgres")
+                .unwrap_or(false)
+        })
+        .filter_map(cpu_seconds)
+        .sum()
+}
+
+/// Cores on this machine.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
