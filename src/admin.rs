@@ -1,5 +1,6 @@
-//! The admin listener on `--admin-addr`: `/healthz` (the process is alive) and
-//! `/readyz` (the database answers and LISTEN is active). Anything else is 404.
+//! The admin listener on `--admin-addr`: `/healthz` (the process is alive),
+//! `/readyz` (the database answers and LISTEN is active) and `/metrics`
+//! (Prometheus text format). Anything else is 404.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,10 @@ pub struct Readiness {
     pub pool: Pool,
     /// Set by the notifier while LISTEN is active.
     pub listening: Arc<AtomicBool>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// This replica's in-flight deliveries.
+    pub in_flight: Arc<crate::claimer::InFlight>,
 }
 
 /// Binds the admin address (port 0 picks a free one) and serves until shutdown.
@@ -42,7 +47,7 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|err| Error::Other(format!("admin listener: {err}")))?;
-    info!(address = %bound, "admin endpoints: /healthz, /readyz");
+    info!(address = %bound, "admin endpoints: /healthz, /readyz, /metrics");
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -68,6 +73,18 @@ async fn respond(
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let (status, body) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, r#"{"status":"ok"}"#.to_string()),
+        "/metrics" => {
+            let text = readiness
+                .metrics
+                .render(&readiness.pool, readiness.in_flight.total())
+                .await;
+            let mut response = Response::new(Full::new(Bytes::from(text)));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return Ok(response);
+        }
         "/readyz" => {
             let database = database_answers(&readiness.pool).await;
             let listening = readiness.listening.load(Ordering::Relaxed);

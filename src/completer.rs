@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::db::queue::{self, AttemptRecord, NextStatus, WebhookHealth};
 use crate::error::Result;
+use crate::metrics::Metrics;
 
 /// Completer settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,12 +54,19 @@ pub struct Completer {
     /// Notified after each write: new due times may be earlier than the
     /// claim loop's planned wake-up.
     written: std::sync::Arc<Notify>,
+    metrics: std::sync::Arc<Metrics>,
 }
 
 impl Completer {
     /// A completer over this pool; `written` is notified after every write.
-    pub fn new(config: CompleterConfig, pool: Pool, written: std::sync::Arc<Notify>) -> Self {
+    pub fn new(
+        config: CompleterConfig,
+        pool: Pool,
+        written: std::sync::Arc<Notify>,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Self {
         Completer {
+            metrics,
             config,
             pool,
             written,
@@ -100,6 +108,7 @@ impl Completer {
         loop {
             match self.run_once(batch).await {
                 Ok(outcome) => {
+                    self.metrics.fenced(outcome.fenced);
                     if outcome.fenced > 0 {
                         debug!(
                             fenced = outcome.fenced,

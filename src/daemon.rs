@@ -20,6 +20,7 @@ use crate::db;
 use crate::dispatcher::{Dispatcher, DispatcherParts};
 use crate::error::{Error, Result};
 use crate::fanout::{FanOut, FanOutConfig};
+use crate::metrics::Metrics;
 use crate::notifier::{IdleStep, Notifier, NotifierConfig, WakeupSwitch};
 use crate::retry::RetryPolicy;
 use crate::sender::{Sender, SenderConfig};
@@ -78,6 +79,8 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         slot_freed: Arc::new(Notify::new()),
         listening: Arc::new(AtomicBool::new(false)),
     };
+    let metrics = Arc::new(Metrics::new());
+    let in_flight = Arc::new(InFlight::default());
 
     let notifier = Notifier::new(
         NotifierConfig {
@@ -87,6 +90,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         },
         signals.wake.clone(),
         signals.listening.clone(),
+        metrics.clone(),
     );
     let notifier_task = tokio::spawn(notifier.run(shutdown.clone()));
     crate::admin::serve(
@@ -94,6 +98,8 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         crate::admin::Readiness {
             pool: pool.clone(),
             listening: signals.listening.clone(),
+            metrics: metrics.clone(),
+            in_flight: in_flight.clone(),
         },
         shutdown.clone(),
     )
@@ -101,10 +107,15 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
 
     let (results_tx, results_rx) = mpsc::channel(config.claimer.max_in_flight.max(1) * 2);
     let completer_task = tokio::spawn(
-        Completer::new(config.completer, pool.clone(), signals.wake.clone()).run(results_rx),
+        Completer::new(
+            config.completer,
+            pool.clone(),
+            signals.wake.clone(),
+            metrics.clone(),
+        )
+        .run(results_rx),
     );
 
-    let in_flight = Arc::new(InFlight::default());
     let dispatcher = Dispatcher::new(DispatcherParts {
         sender: sender.clone(),
         retry: config.retry,
@@ -114,6 +125,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         in_flight: in_flight.clone(),
         results: results_tx,
         slot_freed: signals.slot_freed.clone(),
+        metrics: metrics.clone(),
     });
     let main_loop = MainLoop {
         fanout: FanOut::new(config.fanout, pool.clone()),
@@ -123,6 +135,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         pool: pool.clone(),
         poll_interval: config.poll_interval,
         sender,
+        metrics,
     };
     info!(
         max_in_flight = config.claimer.max_in_flight,
@@ -176,6 +189,7 @@ struct MainLoop {
     pool: Pool,
     poll_interval: Duration,
     sender: Arc<Sender>,
+    metrics: Arc<Metrics>,
 }
 
 impl MainLoop {
@@ -234,7 +248,9 @@ impl MainLoop {
     /// One round: fan out, claim, dispatch; then decide how long to sleep.
     async fn tick(&self, tasks: &mut JoinSet<()>, switch: &mut WakeupSwitch) -> Result<Tick> {
         let fanned = self.fanout.run_once().await?;
+        self.metrics.fanned_out(fanned.events, fanned.deliveries);
         let claim = self.claimer.run_once(&self.in_flight).await?;
+        self.metrics.claimed(claim.deliveries.len());
         let asked = claim.asked;
         let claimed = claim.deliveries.len();
         if claimed > 0 {

@@ -44,6 +44,8 @@ pub struct DispatcherParts {
     pub results: mpsc::Sender<AttemptRecord>,
     /// Notified whenever an in-flight slot frees up.
     pub slot_freed: Arc<Notify>,
+    /// Attempt counts and durations.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The dispatch service.
@@ -129,6 +131,7 @@ impl Dispatcher {
             }
         };
         let duration = started.elapsed();
+        self.parts.metrics.attempt(outcome.code, duration);
         let attempt = u32::try_from(delivery.attempt).unwrap_or(u32::MAX);
         let next = if outcome.is_success() {
             NextStatus::Delivered

@@ -39,6 +39,7 @@ pub mod error;
 pub mod event;
 pub mod fanout;
 pub mod guard;
+pub mod metrics;
 pub mod notifier;
 pub mod retry;
 pub mod sender;

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::db;
 use crate::db::queue::NextWork;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 /// The channel the `outbox.events` trigger notifies.
@@ -37,15 +38,22 @@ pub struct Notifier {
     config: NotifierConfig,
     wake: Arc<Notify>,
     listening: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 impl Notifier {
     /// `wake` is notified on every notification and after every reconnect;
     /// `listening` tells readiness checks whether LISTEN is active.
-    pub fn new(config: NotifierConfig, wake: Arc<Notify>, listening: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        config: NotifierConfig,
+        wake: Arc<Notify>,
+        listening: Arc<AtomicBool>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Notifier {
             config,
             wake,
+            metrics,
             listening,
         }
     }
@@ -62,6 +70,7 @@ impl Notifier {
                         Ok(()) => delay = Duration::from_millis(100),
                         Err(reason) => {
                             reconnects += 1;
+                            self.metrics.listen_reconnect();
                             warn!(%reason, reconnects, retry_in_ms = delay.as_millis() as u64,
                                   "LISTEN connection lost; polling continues meanwhile");
                         }

@@ -315,6 +315,40 @@ pub async fn set_wakeup_notify(client: &impl GenericClient, notify: bool) -> Res
     Ok(Some(row.get("fence")))
 }
 
+/// The queue's depth, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QueueDepths {
+    /// Pending deliveries, in flight included.
+    pub pending: i64,
+    /// Pending and due now.
+    pub due: i64,
+    /// Failed for good.
+    pub failed: i64,
+    /// How long the oldest due delivery has been due.
+    pub oldest_due_age_seconds: f64,
+    /// Age of the oldest event not yet fanned out.
+    pub fanout_lag_seconds: f64,
+}
+
+/// Reads the queue's depth.
+pub async fn queue_depths(client: &impl GenericClient) -> Result<QueueDepths> {
+    let statement = client
+        .prepare_cached(include_str!("../../sql/queries/queue_depths.sql"))
+        .await
+        .map_err(|err| Error::db("preparing the queue-depth query", err))?;
+    let row = client
+        .query_one(&statement, &[])
+        .await
+        .map_err(|err| Error::db("reading the queue depth", err))?;
+    Ok(QueueDepths {
+        pending: row.get("pending"),
+        due: row.get("due"),
+        failed: row.get("failed"),
+        oldest_due_age_seconds: row.get("oldest_due_age_seconds"),
+        fanout_lag_seconds: row.get("fanout_lag_seconds"),
+    })
+}
+
 /// Sealed secrets of the given webhooks: (id, ciphertext, key id).
 pub async fn webhook_secrets(
     client: &impl GenericClient,

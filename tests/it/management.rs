@@ -235,3 +235,52 @@ async fn healthz_answers_and_readyz_reports_ready_once_listen_is_active() {
     assert!(http_get(admin, "/nope").await.starts_with("HTTP/1.1 404"));
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn metrics_count_attempts_by_outcome_and_report_the_queue() {
+    let app = TestApp::new().await;
+    let healthy = Receiver::with_status(200).await;
+    let broken = Receiver::with_status(503).await;
+    let org = Uuid::new_v4();
+    app.create_webhook(org, &healthy.url("/ok")).await;
+    app.create_webhook(org, &broken.url("/down")).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let daemon = app.spawn_daemon(app.config(&RunArgs {
+        admin_addr: admin,
+        retry_base_delay: Duration::from_secs(600),
+        ..test_args()
+    }));
+    app.emit(org, "vote.deleted", sample(EventType::VoteDeleted))
+        .await;
+    app.wait_for_deliveries("status = 'delivered'", 1).await;
+    wait_until("the failure is recorded", WAIT, || async {
+        app.db
+            .count("SELECT count(*) FROM outbox.delivery_attempts")
+            .await
+            == 2
+    })
+    .await;
+    let metrics = http_get(admin, "/metrics").await;
+    daemon.stop().await.unwrap();
+    for line in [
+        r#"webhookd_delivery_attempts_total{outcome="delivered"} 1"#,
+        r#"webhookd_delivery_attempts_total{outcome="http_status"} 1"#,
+        "webhookd_deliveries_pending 1",
+        "webhookd_deliveries_due 0",
+        "webhookd_deliveries_failed 0",
+        "webhookd_database_up 1",
+        "webhookd_fanned_out_events_total 1",
+        "webhookd_attempt_duration_seconds_count 2",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing `{line}` in:\n{metrics}"
+        );
+    }
+    assert!(!metrics.contains("whsec_"), "no secret in metrics");
+}

@@ -1,0 +1,247 @@
+//! Prometheus metrics, served on `/metrics` of the admin address.
+//!
+//! Labels stay bounded: outcomes are the fixed [`OutcomeCode`] set, and no
+//! metric is labelled per webhook or per delivery (per-webhook health lives in
+//! `outbox.webhook_status`). Queue depths are read from the database at scrape
+//! time, through the partial indexes, so a replica's numbers are the whole
+//! queue's, not its own share.
+
+use std::sync::atomic::AtomicU64;
+
+use deadpool_postgres::Pool;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::db;
+use crate::sender::OutcomeCode;
+
+/// The `outcome` label of attempts.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// One of the stable outcome codes.
+    pub outcome: &'static str,
+}
+
+/// Every metric of one daemon.
+pub struct Metrics {
+    registry: Registry,
+    attempts: Family<OutcomeLabel, Counter>,
+    attempt_duration: Histogram,
+    claims: Counter,
+    claim_batch: Histogram,
+    fanned_out_events: Counter,
+    fanned_out_deliveries: Counter,
+    results_fenced: Counter,
+    listen_reconnects: Counter,
+    in_flight: Gauge,
+    pending: Gauge,
+    due: Gauge,
+    failed: Gauge,
+    oldest_due_age: Gauge<f64, AtomicU64>,
+    fanout_lag: Gauge<f64, AtomicU64>,
+    database_up: Gauge,
+    pool_size: Gauge,
+    pool_available: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `webhookd_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("webhookd");
+        let attempts = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts by outcome",
+            attempts.clone(),
+        );
+        // 1 ms to about 33 s: spans a local receiver up to the response timeout.
+        let attempt_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "attempt_duration_seconds",
+            "Duration of delivery attempts",
+            attempt_duration.clone(),
+        );
+        let claims = Counter::default();
+        registry.register(
+            "claims",
+            "Claim statements that leased at least one delivery",
+            claims.clone(),
+        );
+        let claim_batch = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "claim_batch_size",
+            "Deliveries leased per claim",
+            claim_batch.clone(),
+        );
+        let fanned_out_events = Counter::default();
+        registry.register(
+            "fanned_out_events",
+            "Events fanned out by this replica",
+            fanned_out_events.clone(),
+        );
+        let fanned_out_deliveries = Counter::default();
+        registry.register(
+            "fanned_out_deliveries",
+            "Delivery rows created by this replica's fan-out",
+            fanned_out_deliveries.clone(),
+        );
+        let results_fenced = Counter::default();
+        registry.register(
+            "results_fenced",
+            "Attempt results dropped because the lease was lost or the delivery cancelled",
+            results_fenced.clone(),
+        );
+        let listen_reconnects = Counter::default();
+        registry.register(
+            "listen_reconnects",
+            "Times the LISTEN connection was lost",
+            listen_reconnects.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight",
+            "Deliveries being sent by this replica",
+            in_flight.clone(),
+        );
+        let pending = Gauge::default();
+        registry.register(
+            "deliveries_pending",
+            "Pending deliveries (all replicas), in flight included",
+            pending.clone(),
+        );
+        let due = Gauge::default();
+        registry.register("deliveries_due", "Pending deliveries due now", due.clone());
+        let failed = Gauge::default();
+        registry.register(
+            "deliveries_failed",
+            "Deliveries that failed for good",
+            failed.clone(),
+        );
+        let oldest_due_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "oldest_due_age_seconds",
+            "How long the oldest due delivery has been waiting (0 when none)",
+            oldest_due_age.clone(),
+        );
+        let fanout_lag = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "fanout_lag_seconds",
+            "Age of the oldest event not yet fanned out (0 when none)",
+            fanout_lag.clone(),
+        );
+        let database_up = Gauge::default();
+        registry.register(
+            "database_up",
+            "1 when the scrape could read the queue",
+            database_up.clone(),
+        );
+        let pool_size = Gauge::default();
+        registry.register(
+            "db_pool_connections",
+            "Connections in the pool",
+            pool_size.clone(),
+        );
+        let pool_available = Gauge::default();
+        registry.register(
+            "db_pool_idle_connections",
+            "Idle connections in the pool",
+            pool_available.clone(),
+        );
+        Metrics {
+            registry,
+            attempts,
+            attempt_duration,
+            claims,
+            claim_batch,
+            fanned_out_events,
+            fanned_out_deliveries,
+            results_fenced,
+            listen_reconnects,
+            in_flight,
+            pending,
+            due,
+            failed,
+            oldest_due_age,
+            fanout_lag,
+            database_up,
+            pool_size,
+            pool_available,
+        }
+    }
+
+    /// One attempt finished.
+    pub fn attempt(&self, outcome: OutcomeCode, duration: std::time::Duration) {
+        self.attempts
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+        self.attempt_duration.observe(duration.as_secs_f64());
+    }
+
+    /// A claim leased `count` deliveries.
+    pub fn claimed(&self, count: usize) {
+        if count > 0 {
+            self.claims.inc();
+            self.claim_batch.observe(count as f64);
+        }
+    }
+
+    /// A fan-out round.
+    pub fn fanned_out(&self, events: i64, deliveries: i64) {
+        self.fanned_out_events.inc_by(events.max(0) as u64);
+        self.fanned_out_deliveries.inc_by(deliveries.max(0) as u64);
+    }
+
+    /// Results the fence dropped.
+    pub fn fenced(&self, count: u64) {
+        self.results_fenced.inc_by(count);
+    }
+
+    /// The LISTEN connection was lost.
+    pub fn listen_reconnect(&self) {
+        self.listen_reconnects.inc();
+    }
+
+    /// The text exposition, after reading the queue from the database.
+    pub async fn render(&self, pool: &Pool, in_flight: usize) -> String {
+        self.in_flight.set(in_flight as i64);
+        let status = pool.status();
+        self.pool_size.set(status.size as i64);
+        self.pool_available.set(status.available as i64);
+        let sampled = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            let client = pool.get().await.ok()?;
+            db::queue::queue_depths(&client).await.ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        match sampled {
+            Some(depths) => {
+                self.database_up.set(1);
+                self.pending.set(depths.pending);
+                self.due.set(depths.due);
+                self.failed.set(depths.failed);
+                self.oldest_due_age.set(depths.oldest_due_age_seconds);
+                self.fanout_lag.set(depths.fanout_lag_seconds);
+            }
+            None => {
+                self.database_up.set(0);
+            }
+        }
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
