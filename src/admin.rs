@@ -1,6 +1,7 @@
 //! The admin listener on `--admin-addr`: `/healthz` (the process is alive),
 //! `/readyz` (the database answers and LISTEN is active) and `/metrics`
-//! (Prometheus text format). Anything else is 404.
+//! (Prometheus text format), and under `/v1/` the management API when it is
+//! enabled ([`crate::api`]). Anything else is 404.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +33,8 @@ pub struct Readiness {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// This replica's in-flight deliveries.
     pub in_flight: Arc<crate::claimer::InFlight>,
+    /// The management API, when `WEBHOOKD_ADMIN_TOKEN` is set.
+    pub api: Option<Arc<crate::api::ManagementApi>>,
 }
 
 /// Binds the admin address (port 0 picks a free one) and serves until shutdown.
@@ -71,6 +74,11 @@ async fn respond(
     request: Request<Incoming>,
     readiness: Readiness,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    if request.uri().path().starts_with("/v1/") {
+        if let Some(api) = &readiness.api {
+            return Ok(api.handle(request).await);
+        }
+    }
     let (status, body) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, r#"{"status":"ok"}"#.to_string()),
         "/metrics" => {

@@ -41,7 +41,12 @@ impl Default for ClaimerConfig {
     }
 }
 
-/// What this replica is sending right now.
+/// What this replica has claimed and not yet recorded.
+///
+/// Two numbers, because they bound different things. A delivery counts
+/// against `--max-in-flight` from claim until its result is written, so a
+/// crash re-sends at most that many. It counts against its webhook's cap only
+/// while it is being sent, so one webhook's pace is not tied to write-back.
 #[derive(Debug, Default)]
 pub struct InFlight {
     state: Mutex<InFlightState>,
@@ -49,7 +54,9 @@ pub struct InFlight {
 
 #[derive(Debug, Default)]
 struct InFlightState {
+    /// Claimed and not yet written back.
     total: usize,
+    /// Being sent, per webhook.
     per_webhook: HashMap<Uuid, usize>,
     /// Leases held, so unattempted work can be released at shutdown.
     leases: HashMap<Uuid, Uuid>,
@@ -62,7 +69,7 @@ impl InFlight {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Deliveries in flight in all.
+    /// Deliveries claimed and not yet written back.
     pub fn total(&self) -> usize {
         self.lock().total
     }
@@ -75,19 +82,25 @@ impl InFlight {
         state.leases.insert(delivery.id, token);
     }
 
-    /// Marks a delivery as no longer in flight.
+    /// The delivery was sent (or given up on) and its result is queued for
+    /// write-back: its webhook's slot frees up.
     pub fn finish(&self, delivery_id: Uuid, webhook_id: Uuid) {
         let mut state = self.lock();
         if state.leases.remove(&delivery_id).is_none() {
             return;
         }
-        state.total = state.total.saturating_sub(1);
         if let Some(count) = state.per_webhook.get_mut(&webhook_id) {
             *count -= 1;
             if *count == 0 {
                 state.per_webhook.remove(&webhook_id);
             }
         }
+    }
+
+    /// `count` results were written back (or dropped by the completer).
+    pub fn recorded(&self, count: usize) {
+        let mut state = self.lock();
+        state.total = state.total.saturating_sub(count);
     }
 
     /// True when some webhook has no free slot left.

@@ -114,7 +114,9 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Run(args) => {
             let secret_key = std::env::var("WEBHOOKD_SECRET_KEY").ok();
-            let config = args.validate(url, secret_key.as_deref())?;
+            let mut config = args.validate(url, secret_key.as_deref())?;
+            config.admin_token =
+                crate::config::admin_token(std::env::var("WEBHOOKD_ADMIN_TOKEN").ok())?;
             let (trigger, shutdown) = shutdown::channel();
             tokio::spawn(async move {
                 wait_for_signal().await;

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use crate::claimer::InFlight;
 use crate::db::queue::{self, AttemptRecord, NextStatus, WebhookHealth};
 use crate::error::Result;
 use crate::metrics::Metrics;
@@ -55,6 +56,7 @@ pub struct Completer {
     /// claim loop's planned wake-up.
     written: std::sync::Arc<Notify>,
     metrics: std::sync::Arc<Metrics>,
+    in_flight: std::sync::Arc<InFlight>,
 }
 
 impl Completer {
@@ -64,8 +66,10 @@ impl Completer {
         pool: Pool,
         written: std::sync::Arc<Notify>,
         metrics: std::sync::Arc<Metrics>,
+        in_flight: std::sync::Arc<InFlight>,
     ) -> Self {
         Completer {
+            in_flight,
             metrics,
             config,
             pool,
@@ -95,6 +99,9 @@ impl Completer {
                 }
             }
             self.write_with_retries(&batch).await;
+            // Written or given up on: either way no longer this replica's to
+            // re-send after a crash, so the claim may take more.
+            self.in_flight.recorded(batch.len());
             batch.clear();
             self.written.notify_one();
         }

@@ -153,6 +153,7 @@ impl RunArgs {
             secrets,
             pool_size: self.db_pool_size as usize,
             admin_addr: self.admin_addr,
+            admin_token: None,
         })
     }
 }
@@ -174,6 +175,23 @@ impl Default for RunArgs {
             extra_ca_file: None,
             db_pool_size: 8,
         }
+    }
+}
+
+/// Checks `WEBHOOKD_ADMIN_TOKEN`: unset or empty leaves the management API
+/// off; a short token is refused, since it guards webhook creation.
+pub fn admin_token(value: Option<String>) -> Result<Option<String>> {
+    match value {
+        None => Ok(None),
+        Some(token) if token.is_empty() => Ok(None),
+        Some(token) if token.chars().count() < crate::api::MIN_TOKEN_LEN => {
+            Err(Error::Config(format!(
+                "WEBHOOKD_ADMIN_TOKEN is shorter than {} characters: use a long random value \
+             (e.g. `openssl rand -hex 32`)",
+                crate::api::MIN_TOKEN_LEN
+            )))
+        }
+        Some(token) => Ok(Some(token)),
     }
 }
 

@@ -51,8 +51,10 @@ pub struct DaemonConfig {
     pub secrets: SecretBox,
     /// Connections in the pool.
     pub pool_size: usize,
-    /// Where `/healthz` and `/readyz` are served.
+    /// Where `/healthz`, `/readyz`, `/metrics` and the management API are served.
     pub admin_addr: std::net::SocketAddr,
+    /// `WEBHOOKD_ADMIN_TOKEN`: enables the management API.
+    pub admin_token: Option<String>,
 }
 
 /// Shared signals between the loop, the notifier and the send tasks.
@@ -100,18 +102,32 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
             listening: signals.listening.clone(),
             metrics: metrics.clone(),
             in_flight: in_flight.clone(),
+            api: config.admin_token.as_ref().map(|token| {
+                Arc::new(crate::api::ManagementApi::new(
+                    crate::api::ApiConfig {
+                        token: token.clone(),
+                        secrets: config.secrets.clone(),
+                        allow_private_targets: config.sender.allow_private_targets,
+                        resolver: config.sender.resolver.clone(),
+                    },
+                    pool.clone(),
+                ))
+            }),
         },
         shutdown.clone(),
     )
     .await?;
 
-    let (results_tx, results_rx) = mpsc::channel(config.claimer.max_in_flight.max(1) * 2);
+    // Every queued result is also counted in `in_flight` until written, so
+    // the channel never holds more than `max_in_flight`.
+    let (results_tx, results_rx) = mpsc::channel(config.claimer.max_in_flight.max(1));
     let completer_task = tokio::spawn(
         Completer::new(
             config.completer,
             pool.clone(),
             signals.wake.clone(),
             metrics.clone(),
+            in_flight.clone(),
         )
         .run(results_rx),
     );

@@ -16,6 +16,10 @@ pub enum Error {
     /// The thing asked for does not exist. Exit code 2.
     #[error("{0}")]
     NotFound(String),
+    /// The request is valid but the thing is in a state that forbids it (a
+    /// pending delivery cannot be redelivered). Exit code 2.
+    #[error("{0}")]
+    Conflict(String),
     /// The database has no webhookd schema or an older one. Exit code 2.
     #[error("{0}")]
     Schema(String),
@@ -69,7 +73,11 @@ impl Error {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            Error::Config(_) | Error::Input(_) | Error::NotFound(_) | Error::Schema(_)
+            Error::Config(_)
+                | Error::Input(_)
+                | Error::NotFound(_)
+                | Error::Conflict(_)
+                | Error::Schema(_)
         )
     }
 

@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod api;
 pub mod claimer;
 pub mod cli;
 pub mod completer;

@@ -6,7 +6,7 @@
 -- The lease is the due time itself: a crashed replica's rows become due again
 -- when the lease runs out, found by the same index and predicate.
 WITH due AS MATERIALIZED (
-    SELECT w.id, w.webhook_id,
+    SELECT w.id, w.webhook_id, w.next_attempt_at,
            row_number() OVER (PARTITION BY w.webhook_id ORDER BY w.next_attempt_at, w.id) AS rank
     FROM (
         SELECT id, webhook_id, next_attempt_at
@@ -18,28 +18,34 @@ WITH due AS MATERIALIZED (
         LIMIT $2
     ) w
 ),
-room AS (
-    SELECT * FROM unnest($4::uuid[], $5::int[]) AS r(webhook_id, free)
+-- Round-robin across webhooks (rank first), each within its free slots.
+eligible AS MATERIALIZED (
+    SELECT due.id
+    FROM due
+    LEFT JOIN unnest($4::uuid[], $5::int[]) AS room(webhook_id, free)
+           ON room.webhook_id = due.webhook_id
+    WHERE due.rank <= coalesce(room.free, $6::int)
+    ORDER BY due.rank, due.next_attempt_at, due.id
+    LIMIT $1
 ),
+-- Lock by primary key: an array lookup, whatever the planner believes about
+-- the CTE's size (a join here once became a quadratic nested loop on a table
+-- without statistics). Rows another replica holds are skipped.
 picked AS MATERIALIZED (
     SELECT d.id
     FROM outbox.deliveries d
-    JOIN due ON due.id = d.id
-    LEFT JOIN room ON room.webhook_id = due.webhook_id
-    WHERE due.rank <= coalesce(room.free, $6::int)
+    WHERE d.id = ANY (ARRAY(SELECT id FROM eligible))
       AND d.status = 'pending'
       AND d.next_attempt_at <= now()
-    ORDER BY due.rank, d.next_attempt_at, d.id
-    LIMIT $1
-    FOR NO KEY UPDATE OF d SKIP LOCKED
+    FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE outbox.deliveries d
 SET next_attempt_at = now() + $7::bigint * interval '1 millisecond',
     lease_token = $8,
     attempts = d.attempts + 1,
     last_attempt_at = now()
-FROM picked, outbox.events e, outbox.webhooks w
-WHERE d.id = picked.id
+FROM outbox.events e, outbox.webhooks w
+WHERE d.id = ANY (ARRAY(SELECT id FROM picked))
   AND e.id = d.event_id
   AND w.id = d.webhook_id
 RETURNING d.id, d.webhook_id, d.event_id, d.attempts,

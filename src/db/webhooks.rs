@@ -209,7 +209,7 @@ pub async fn redeliver(client: &impl GenericClient, delivery_id: Uuid) -> Result
     };
     let status: String = state.get("status");
     let webhook_status: String = state.get("webhook_status");
-    Err(Error::Input(if webhook_status != "active" {
+    Err(Error::Conflict(if webhook_status != "active" {
         format!("delivery {delivery_id} belongs to a revoked webhook and cannot be redelivered")
     } else {
         format!("delivery {delivery_id} is {status}; only failed or delivered deliveries can be redelivered")
@@ -232,4 +232,164 @@ pub async fn emit(
         .await
         .map_err(|err| Error::db("emitting the event", err))?;
     Ok(row.get(0))
+}
+
+/// One attempt as the management API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttemptRow {
+    /// Attempt number within its round.
+    pub attempt: i32,
+    /// When it started.
+    #[serde(serialize_with = "crate::event::timestamp::one")]
+    pub started_at: DateTime<Utc>,
+    /// How long it took.
+    pub duration_ms: i32,
+    /// Stable outcome code.
+    pub outcome: String,
+    /// HTTP status, when a response arrived.
+    pub status_code: Option<i32>,
+    /// Failure reason.
+    pub reason: Option<String>,
+    /// First bytes of the response body.
+    pub response_excerpt: Option<String>,
+}
+
+/// One delivery with its attempts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliveryRow {
+    /// Delivery id.
+    pub id: Uuid,
+    /// Event id.
+    pub event_id: Uuid,
+    /// Event type.
+    pub event: String,
+    /// pending, delivered, failed or cancelled.
+    pub status: String,
+    /// Attempts made in the current round.
+    pub attempts: i32,
+    /// When the next attempt is due (pending only).
+    #[serde(serialize_with = "crate::event::timestamp::optional")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When the last attempt started.
+    #[serde(serialize_with = "crate::event::timestamp::optional")]
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// HTTP status of the last attempt.
+    pub last_status_code: Option<i32>,
+    /// Reason of the last failure.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    #[serde(serialize_with = "crate::event::timestamp::optional")]
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When it was created (the page cursor).
+    #[serde(serialize_with = "crate::event::timestamp::one")]
+    pub created_at: DateTime<Utc>,
+    /// Every attempt, oldest first.
+    pub attempt_log: Vec<AttemptRow>,
+}
+
+/// Which deliveries to list.
+#[derive(Debug, Clone)]
+pub struct DeliveryFilter {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only created before this.
+    pub before: Option<DateTime<Utc>>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// A webhook's status (`active`/`revoked`), or NotFound.
+pub async fn webhook_state(client: &impl GenericClient, webhook_id: Uuid) -> Result<String> {
+    client
+        .query_opt(
+            include_str!("../../sql/queries/webhook_state.sql"),
+            &[&webhook_id],
+        )
+        .await
+        .map_err(|err| Error::db("reading the webhook", err))?
+        .map(|row| row.get(0))
+        .ok_or_else(|| Error::NotFound(format!("no webhook with id {webhook_id}")))
+}
+
+/// A webhook's recent deliveries, newest first, each with its attempts.
+pub async fn deliveries(
+    client: &impl GenericClient,
+    webhook_id: Uuid,
+    filter: &DeliveryFilter,
+) -> Result<Vec<DeliveryRow>> {
+    webhook_state(client, webhook_id).await?;
+    let rows = client
+        .query(
+            include_str!("../../sql/queries/deliveries_for_webhook.sql"),
+            &[&webhook_id, &filter.status, &filter.before, &filter.limit],
+        )
+        .await
+        .map_err(|err| Error::db("listing deliveries", err))?;
+    let mut deliveries: Vec<DeliveryRow> = rows
+        .iter()
+        .map(|row| DeliveryRow {
+            id: row.get("id"),
+            event_id: row.get("event_id"),
+            event: row.get("event"),
+            status: row.get("status"),
+            attempts: row.get("attempts"),
+            next_attempt_at: row.get("next_attempt_at"),
+            last_attempt_at: row.get("last_attempt_at"),
+            last_status_code: row.get("last_status_code"),
+            last_error: row.get("last_error"),
+            delivered_at: row.get("delivered_at"),
+            created_at: row.get("created_at"),
+            attempt_log: Vec::new(),
+        })
+        .collect();
+    let ids: Vec<Uuid> = deliveries.iter().map(|d| d.id).collect();
+    let attempts = client
+        .query(
+            include_str!("../../sql/queries/attempts_for_deliveries.sql"),
+            &[&ids],
+        )
+        .await
+        .map_err(|err| Error::db("listing attempts", err))?;
+    let mut by_delivery: std::collections::HashMap<Uuid, Vec<AttemptRow>> =
+        std::collections::HashMap::new();
+    for row in attempts {
+        by_delivery
+            .entry(row.get("delivery_id"))
+            .or_default()
+            .push(AttemptRow {
+                attempt: row.get("attempt"),
+                started_at: row.get("started_at"),
+                duration_ms: row.get("duration_ms"),
+                outcome: row.get("outcome"),
+                status_code: row.get("status_code"),
+                reason: row.get("reason"),
+                response_excerpt: row.get("response_excerpt"),
+            });
+    }
+    for delivery in &mut deliveries {
+        delivery.attempt_log = by_delivery.remove(&delivery.id).unwrap_or_default();
+    }
+    Ok(deliveries)
+}
+
+/// Puts every failed delivery of a webhook created in [since, until) back to
+/// pending; returns how many.
+pub async fn recover(
+    client: &impl GenericClient,
+    webhook_id: Uuid,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<u64> {
+    if webhook_state(client, webhook_id).await? != "active" {
+        return Err(Error::Conflict(format!(
+            "webhook {webhook_id} is revoked; its deliveries cannot be recovered"
+        )));
+    }
+    client
+        .execute(
+            include_str!("../../sql/queries/webhook_recover.sql"),
+            &[&webhook_id, &since, &until],
+        )
+        .await
+        .map_err(|err| Error::db("recovering failed deliveries", err))
 }

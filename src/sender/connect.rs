@@ -175,20 +175,22 @@ impl Connector {
         if self.allow_private_targets {
             return Ok(resolved);
         }
-        let (allowed, blocked): (Vec<_>, Vec<_>) = resolved
-            .into_iter()
-            .partition(|address| blocked_kind(address.ip()).is_none());
-        match (allowed.is_empty(), blocked.first()) {
-            (false, _) => Ok(allowed),
-            (true, Some(address)) => Err(ConnectFailure::new(
+        // Any blocked address refuses the whole target, as at creation: a
+        // name that mixes public and internal answers is a rebinding attempt
+        // or a misconfiguration, and neither should be half-delivered to.
+        if let Some(address) = resolved.iter().find(|a| blocked_kind(a.ip()).is_some()) {
+            return Err(ConnectFailure::new(
                 OutcomeCode::BlockedAddress,
                 format!("blocked address {}", address.ip()),
-            )),
-            (true, None) => Err(ConnectFailure::new(
+            ));
+        }
+        if resolved.is_empty() {
+            return Err(ConnectFailure::new(
                 OutcomeCode::Dns,
                 "host resolved to no addresses",
-            )),
+            ));
         }
+        Ok(resolved)
     }
 }
 

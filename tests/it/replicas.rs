@@ -1,1 +1,1149 @@
 //! Several real replicas, crashes and database faults: nothing lost, duplicates bounded.
+//!
+//! Every test here runs the real `webhookd run` binary, one process per
+//! replica, against real PostgreSQL, and counts what a real receiver on
+//! 127.0.0.1 got by `X-ProductBridge-Delivery-Id`. The numbers each test
+//! measures are printed on a line starting `RELIABILITY:` (they go into
+//! docs/RELIABILITY.md); none is asserted as a timing, except where the slow
+//! path (a lease expiry, the fallback poll) would take far longer than the
+//! deadline and so fail the test.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use uuid::Uuid;
+use webhookd::demo::cluster::ThrowawayCluster;
+use webhookd::signing::SecretBox;
+use webhookd::webhooks::{self, CreateWebhook};
+use webhookd::EventType;
+
+use crate::harness::{sample, secret_key, wait_until, Receiver, TestApp};
+
+/// Emits `$2` `vote.created` events for organization `$1` in one statement.
+const BULK_EMIT: &str = "INSERT INTO outbox.events (organization_id, event, data)
+     SELECT $1, 'vote.created', jsonb_build_object('id', 'v' || i, 'post_id', 'p' || i)
+     FROM generate_series(1, $2::bigint) i";
+
+/// How long a replica may take to become ready or to exit.
+const PROCESS_WAIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_deliver_every_event_exactly_once_without_faults() {
+    const EVENTS: i64 = 3000;
+    const WEBHOOKS: usize = 3;
+    let app = TestApp::new().await;
+    let receiver = Receiver::with_status(200).await;
+    let org = Uuid::new_v4();
+    let mut webhook_ids = Vec::new();
+    for index in 0..WEBHOOKS {
+        let webhook = app
+            .create_webhook(org, &receiver.url(&format!("/hook/{index}")))
+            .await;
+        webhook_ids.push(webhook.id.to_string());
+    }
+    let flags = ["--retry-base-delay", "200ms"];
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Replica::start(&app.db.url, &app.key, &flags));
+    }
+    for replica in &replicas {
+        replica.wait_ready().await;
+    }
+    let db = observer(&app.db.url).await;
+    let total = EVENTS * WEBHOOKS as i64;
+
+    let started = Instant::now();
+    emit_many(&db, org, EVENTS).await;
+    wait_for_delivered(&db, total, Duration::from_secs(50)).await;
+    let elapsed = started.elapsed();
+
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM outbox.deliveries").await,
+        total,
+        "one delivery per (event, webhook), no more"
+    );
+    let requests = receiver.requests();
+    let arrivals: Vec<String> = requests.iter().map(|r| r.delivery_id()).collect();
+    let tally = Tally::of(&db, &arrivals).await;
+    println!(
+        "three replicas: {} requests, {} distinct delivery ids, {} ids more than once, {} in the database",
+        tally.arrivals, tally.distinct, tally.duplicate_ids, tally.expected
+    );
+    tally.assert_none_missing();
+    assert_eq!(tally.duplicate_ids, 0, "no delivery id arrives twice");
+    assert_eq!(tally.arrivals, total as usize, "events × webhooks requests");
+    for webhook_id in &webhook_ids {
+        let got = requests
+            .iter()
+            .filter(|r| &r.header("x-productbridge-webhook-id") == webhook_id)
+            .count();
+        assert_eq!(
+            got, EVENTS as usize,
+            "every event reaches webhook {webhook_id}"
+        );
+    }
+    println!(
+        "RELIABILITY: three_replicas events={EVENTS} webhooks={WEBHOOKS} deliveries={total} \
+         arrivals={} duplicates={} elapsed={:.1}s",
+        tally.arrivals,
+        tally.duplicate_ids,
+        elapsed.as_secs_f64()
+    );
+
+    for replica in &mut replicas {
+        replica.signal("-TERM");
+    }
+    for replica in &mut replicas {
+        assert_eq!(replica.exit_status().await.code(), Some(0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_one_replica_under_load_loses_nothing_and_the_survivor_takes_over_after_the_lease(
+) {
+    const EVENTS: i64 = 2000;
+    const WEBHOOKS: usize = 2;
+    const IN_FLIGHT_CAP: usize = 32;
+    let app = TestApp::new().await;
+    // Slow enough that every replica always has requests in flight.
+    let receiver = CountingReceiver::start(Duration::from_millis(50)).await;
+    let org = Uuid::new_v4();
+    for index in 0..WEBHOOKS {
+        app.create_webhook(org, &receiver.url(&format!("/hook/{index}")))
+            .await;
+    }
+    let cap = IN_FLIGHT_CAP.to_string();
+    let flags = [
+        "--lease",
+        "4s",
+        "--connect-timeout",
+        "1s",
+        "--response-timeout",
+        "2s",
+        "--max-in-flight",
+        &cap,
+        "--retry-base-delay",
+        "200ms",
+    ];
+    let mut victim = Replica::start(&app.db.url, &app.key, &flags);
+    let mut survivor = Replica::start(&app.db.url, &app.key, &flags);
+    victim.wait_ready().await;
+    survivor.wait_ready().await;
+    let db = observer(&app.db.url).await;
+    let total = EVENTS * WEBHOOKS as i64;
+
+    emit_many(&db, org, EVENTS).await;
+    wait_until(
+        "a first share of the deliveries is done",
+        Duration::from_secs(30),
+        || async { delivered(&db).await >= total / 6 },
+    )
+    .await;
+    victim.signal("-KILL");
+    let killed_at = Instant::now();
+    let status = victim.exit_status().await;
+    assert_eq!(status.signal(), Some(9), "killed, not exited: {status:?}");
+
+    // With the victim dead, every lease it held is still on its rows; the
+    // survivor's leases are on the others. Which is which shows afterwards:
+    // the survivor logs the attempt it claimed, the victim never does.
+    let leased_at_kill = LeaseSnapshot::take(&db).await;
+    let delivered_at_kill = delivered(&db).await;
+    assert!(
+        delivered_at_kill < total,
+        "the kill came while work remained ({delivered_at_kill} of {total} delivered)"
+    );
+
+    wait_for_delivered(&db, total, Duration::from_secs(45)).await;
+    let arrivals = receiver.arrivals();
+    let tally = Tally::of(
+        &db,
+        &arrivals
+            .iter()
+            .map(|a| a.delivery_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    tally.assert_none_missing();
+
+    let orphans = leased_at_kill.orphans(&db).await;
+    assert!(
+        !orphans.is_empty(),
+        "the victim held leases when it was killed (snapshot had {} leased rows)",
+        leased_at_kill.ids.len()
+    );
+    for orphan in &orphans {
+        assert!(
+            orphan.delivered_after_lease,
+            "delivery {} of the killed replica was taken over before its lease ran out",
+            orphan.id
+        );
+    }
+    // Duplicates come only from what the killed replica held unrecorded: its
+    // in-flight requests and results still queued for write-back, which both
+    // count against --max-in-flight (the bound itself is asserted below, in
+    // the test where write-back lags on purpose).
+    let orphan_ids: HashSet<&str> = orphans.iter().map(|o| o.id.as_str()).collect();
+    for id in &tally.duplicated {
+        assert!(
+            orphan_ids.contains(id.as_str()),
+            "delivery {id} arrived twice but was not leased by the killed replica"
+        );
+    }
+
+    let after_kill: Vec<&Arrival> = arrivals.iter().filter(|a| a.at > killed_at).collect();
+    let takeover = after_kill
+        .iter()
+        .filter(|a| orphan_ids.contains(a.delivery_id.as_str()))
+        .map(|a| a.at - killed_at)
+        .min()
+        .unwrap_or_default();
+    let recovery = after_kill
+        .iter()
+        .map(|a| a.at - killed_at)
+        .max()
+        .unwrap_or_default();
+    println!(
+        "RELIABILITY: sigkill deliveries={total} delivered_before_kill={delivered_at_kill} \
+         orphaned_leases={} duplicates={} extra_arrivals={} in_flight_cap={IN_FLIGHT_CAP} \
+         lease=4s takeover_after_kill={:.1}s recovery_after_kill={:.1}s",
+        orphans.len(),
+        tally.duplicate_ids,
+        tally.arrivals - tally.distinct,
+        takeover.as_secs_f64(),
+        recovery.as_secs_f64()
+    );
+
+    survivor.signal("-TERM");
+    assert_eq!(survivor.exit_status().await.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_duplicates_stay_within_max_in_flight_while_write_back_lags() {
+    const EVENTS: i64 = 300;
+    const IN_FLIGHT_CAP: i64 = 8;
+    let app = TestApp::new().await;
+    let receiver = CountingReceiver::start(Duration::from_millis(10)).await;
+    let org = Uuid::new_v4();
+    let webhook = app.create_webhook(org, &receiver.url("/hook")).await;
+    let cap = IN_FLIGHT_CAP.to_string();
+    let flags = [
+        "--lease",
+        "3s",
+        "--connect-timeout",
+        "1s",
+        "--response-timeout",
+        "1s",
+        "--max-in-flight",
+        &cap,
+        "--retry-base-delay",
+        "200ms",
+    ];
+    let db = observer(&app.db.url).await;
+    // Write-back folds each batch into the webhook's status row; a lock held
+    // on that row (an operator's open transaction, say) makes it lag behind
+    // the HTTP side, as a slow database would. Fan-out and claims go on.
+    let locker = observer(&app.db.url).await;
+    locker.batch_execute("BEGIN").await.unwrap();
+    locker
+        .execute(
+            "SELECT 1 FROM outbox.webhooks WHERE id = $1 FOR NO KEY UPDATE",
+            &[&webhook.id],
+        )
+        .await
+        .unwrap();
+    let mut victim = Replica::start(&app.db.url, &app.key, &flags);
+    victim.wait_ready().await;
+
+    emit_many(&db, org, EVENTS).await;
+    // Kill once the victim has sent all it will: its write-back waits on the
+    // lock and nothing new has arrived for a second.
+    let last_change = Mutex::new((0, Instant::now()));
+    wait_until(
+        "the victim stops sending while its write-back waits",
+        Duration::from_secs(20),
+        || async {
+            let waiting = write_back_waits_on_a_lock(&db, &app.db.name).await;
+            let sent = receiver.arrivals().len();
+            let mut last = last_change.lock().unwrap();
+            if sent != last.0 {
+                *last = (sent, Instant::now());
+            }
+            waiting && sent > 0 && last.1.elapsed() > Duration::from_secs(1)
+        },
+    )
+    .await;
+    victim.signal("-KILL");
+    victim.exit_status().await;
+    let unrecorded_at_kill = receiver.arrivals().len() as i64 - delivered(&db).await;
+    locker.batch_execute("ROLLBACK").await.unwrap();
+
+    let mut survivor = Replica::start(&app.db.url, &app.key, &flags);
+    wait_for_delivered(&db, EVENTS, Duration::from_secs(30)).await;
+    let arrivals: Vec<String> = receiver
+        .arrivals()
+        .into_iter()
+        .map(|a| a.delivery_id)
+        .collect();
+    let tally = Tally::of(&db, &arrivals).await;
+    tally.assert_none_missing();
+    println!(
+        "RELIABILITY: sigkill_lagging_write_back deliveries={EVENTS} in_flight_cap={IN_FLIGHT_CAP} \
+         sent_unrecorded_at_kill={unrecorded_at_kill} duplicates={}",
+        tally.duplicate_ids
+    );
+    survivor.signal("-TERM");
+    assert_eq!(survivor.exit_status().await.code(), Some(0));
+    assert!(
+        tally.duplicate_ids as i64 <= IN_FLIGHT_CAP,
+        "a crash resends at most --max-in-flight deliveries, but {} arrived twice",
+        tally.duplicate_ids
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_releases_work_to_the_other_replica_at_once() {
+    const EVENTS: i64 = 600;
+    const WEBHOOKS: usize = 2;
+    // Completion must beat this by far: a rescue by lease expiry would need 60 s.
+    const COMPLETION: Duration = Duration::from_secs(30);
+    let app = TestApp::new().await;
+    // Slower than the grace period, so the stopping replica must give work back.
+    let receiver = CountingReceiver::start(Duration::from_millis(500)).await;
+    let org = Uuid::new_v4();
+    for index in 0..WEBHOOKS {
+        app.create_webhook(org, &receiver.url(&format!("/hook/{index}")))
+            .await;
+    }
+    let flags = [
+        "--lease",
+        "60s",
+        "--shutdown-grace",
+        "200ms",
+        "--retry-base-delay",
+        "200ms",
+    ];
+    let mut stopping = Replica::start(&app.db.url, &app.key, &flags);
+    let mut staying = Replica::start(&app.db.url, &app.key, &flags);
+    stopping.wait_ready().await;
+    staying.wait_ready().await;
+    let db = observer(&app.db.url).await;
+    let total = EVENTS * WEBHOOKS as i64;
+
+    emit_many(&db, org, EVENTS).await;
+    wait_until(
+        "both replicas are busy",
+        Duration::from_secs(30),
+        || async { delivered(&db).await >= total / 6 },
+    )
+    .await;
+    stopping.signal("-TERM");
+    let terminated_at = Instant::now();
+    let status = stopping.exit_status().await;
+    let exited_after = terminated_at.elapsed();
+    assert_eq!(status.code(), Some(0), "SIGTERM ends in exit 0");
+    let delivered_at_exit = delivered(&db).await;
+    assert!(
+        delivered_at_exit < total,
+        "the replica stopped while work remained"
+    );
+    let released: u64 = stopping
+        .log_events()
+        .iter()
+        .filter_map(|event| event.get("released").and_then(|n| n.as_u64()))
+        .sum();
+    assert!(
+        released > 0,
+        "the stopping replica held in-flight work and released it; its log:\n{}",
+        stopping.log_text()
+    );
+
+    let deadline_left = COMPLETION.saturating_sub(terminated_at.elapsed());
+    wait_for_delivered(&db, total, deadline_left).await;
+    let completed_after = terminated_at.elapsed();
+    let arrivals: Vec<String> = receiver
+        .arrivals()
+        .into_iter()
+        .map(|a| a.delivery_id)
+        .collect();
+    let tally = Tally::of(&db, &arrivals).await;
+    tally.assert_none_missing();
+    assert!(
+        tally.duplicate_ids <= released as usize,
+        "only released (aborted) requests are sent again"
+    );
+    println!(
+        "RELIABILITY: sigterm deliveries={total} released={released} duplicates={} \
+         exit_after_sigterm={:.2}s all_delivered_after_sigterm={:.1}s lease=60s",
+        tally.duplicate_ids,
+        exited_after.as_secs_f64(),
+        completed_after.as_secs_f64()
+    );
+
+    staying.signal("-TERM");
+    assert_eq!(staying.exit_status().await.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_database_connection_terminated_mid_load_is_survived() {
+    const EVENTS: i64 = 3000;
+    // A wake-up within this long cannot have come from the 60 s poll.
+    const PROMPT: Duration = Duration::from_secs(10);
+    let app = TestApp::new().await;
+    let receiver = CountingReceiver::start(Duration::from_millis(50)).await;
+    let org = Uuid::new_v4();
+    app.create_webhook(org, &receiver.url("/hook")).await;
+    let flags = [
+        "--poll-interval",
+        "60s",
+        "--lease",
+        "10s",
+        "--connect-timeout",
+        "2s",
+        "--response-timeout",
+        "5s",
+        "--retry-base-delay",
+        "200ms",
+    ];
+    let mut daemon = Replica::start(&app.db.url, &app.key, &flags);
+    daemon.wait_ready().await;
+    let db = observer(&app.db.url).await;
+
+    emit_many(&db, org, EVENTS).await;
+    let mut terminated = Vec::new();
+    let mut ready_again = Vec::new();
+    let mut threshold = EVENTS / 6;
+    for round in 1..=2 {
+        wait_until(
+            &format!("{threshold} deliveries before termination {round}"),
+            Duration::from_secs(30),
+            || async { delivered(&db).await >= threshold },
+        )
+        .await;
+        let killed = terminate_daemon_connections(&db, &app.db.name).await;
+        let done = delivered(&db).await;
+        assert!(
+            done < EVENTS,
+            "termination {round} came while work remained ({done} of {EVENTS})"
+        );
+        assert!(
+            killed >= 2,
+            "the pool and the LISTEN connection were terminated (only {killed})"
+        );
+        terminated.push(killed);
+        let since = Instant::now();
+        daemon.wait_ready().await;
+        ready_again.push(since.elapsed());
+        threshold = done + EVENTS / 6;
+    }
+
+    wait_for_delivered(&db, EVENTS, Duration::from_secs(45)).await;
+    assert!(
+        daemon.is_running(),
+        "the daemon survives losing every connection"
+    );
+    daemon.wait_ready().await;
+    let arrivals: Vec<String> = receiver
+        .arrivals()
+        .into_iter()
+        .map(|a| a.delivery_id)
+        .collect();
+    let tally = Tally::of(&db, &arrivals).await;
+    tally.assert_none_missing();
+
+    // Only NOTIFY can wake an idle daemon within PROMPT: wait until it has
+    // gone quiet (no query for longer than any of its short waits), then emit.
+    wait_until(
+        "the daemon is idle, asleep until the 60 s poll",
+        Duration::from_secs(30),
+        || async { daemon_is_quiet(&db, &app.db.name).await },
+    )
+    .await;
+    let before = receiver.arrivals().len();
+    let emitted_at = Instant::now();
+    app.emit(org, "vote.created", sample(EventType::VoteCreated))
+        .await;
+    wait_until(
+        "the event emitted after the terminations arrives",
+        PROMPT,
+        || async { receiver.arrivals().len() > before },
+    )
+    .await;
+    let latency = emitted_at.elapsed();
+    assert!(daemon.is_running());
+    let lost = daemon
+        .log_events()
+        .iter()
+        .filter(|event| message(event).contains("LISTEN connection lost"))
+        .count();
+    assert!(
+        lost >= 2,
+        "each termination cost the LISTEN connection once"
+    );
+
+    println!(
+        "RELIABILITY: terminate_backends deliveries={EVENTS} terminated_connections={terminated:?} \
+         duplicates={} listen_reconnects={lost} readyz_200_after_termination_ms={:?} \
+         post_fault_event_latency={}ms poll_interval=60s",
+        tally.duplicate_ids,
+        ready_again.iter().map(Duration::as_millis).collect::<Vec<_>>(),
+        latency.as_millis()
+    );
+    daemon.signal("-TERM");
+    assert_eq!(daemon.exit_status().await.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_postgresql_restart_is_survived() {
+    const FIRST: i64 = 200;
+    const DURING: i64 = 1000;
+    const AFTER: i64 = 200;
+    let mut cluster = ThrowawayCluster::start()
+        .await
+        .expect("a throwaway PostgreSQL cluster");
+    let url = cluster.url();
+    let server = ServerControl::of(&url).await;
+    {
+        let mut client = webhookd::db::connect_single(&url).await.unwrap();
+        webhookd::db::migrate(&mut client).await.expect("migrate");
+    }
+    let key = secret_key();
+    let receiver = CountingReceiver::start(Duration::from_millis(50)).await;
+    let org = Uuid::new_v4();
+    create_webhook(&url, &key, org, &receiver.url("/hook")).await;
+    let flags = [
+        "--poll-interval",
+        "1s",
+        "--lease",
+        "10s",
+        "--connect-timeout",
+        "2s",
+        "--response-timeout",
+        "5s",
+        "--retry-base-delay",
+        "200ms",
+    ];
+    let mut daemon = Replica::start(&url, &key, &flags);
+    daemon.wait_ready().await;
+
+    let db = observer(&url).await;
+    emit_many(&db, org, FIRST).await;
+    wait_for_delivered(&db, FIRST, Duration::from_secs(20)).await;
+    // Stop the server while deliveries are in flight.
+    emit_many(&db, org, DURING).await;
+    wait_until(
+        "deliveries of the second batch are under way",
+        Duration::from_secs(20),
+        || async { delivered(&db).await >= FIRST + DURING / 10 },
+    )
+    .await;
+    let leased_before_stop = count(
+        &db,
+        "SELECT count(*) FROM outbox.deliveries WHERE status = 'pending' AND lease_token IS NOT NULL",
+    )
+    .await;
+    assert!(
+        leased_before_stop > 0,
+        "deliveries are in flight when the server stops"
+    );
+    drop(db);
+
+    let stopped_at = Instant::now();
+    server
+        .pg_ctl(&["stop", "-m", "fast", "-w", "-t", "20"])
+        .await;
+    wait_until(
+        "/readyz reports the outage",
+        Duration::from_secs(20),
+        || async { daemon.readyz().await != Some(200) },
+    )
+    .await;
+    let not_ready_after = stopped_at.elapsed();
+    assert_eq!(
+        daemon.readyz().await,
+        Some(503),
+        "not ready, but still answering"
+    );
+    server.start().await;
+    let started_at = Instant::now();
+    let outage = stopped_at.elapsed();
+    daemon.wait_ready().await;
+    let ready_after_start = started_at.elapsed();
+
+    let db = observer(&url).await;
+    emit_many(&db, org, AFTER).await;
+    let total = FIRST + DURING + AFTER;
+    wait_for_delivered(&db, total, Duration::from_secs(45)).await;
+    assert!(daemon.is_running(), "the daemon survives the restart");
+    let arrivals = receiver.arrivals();
+    let last_delivery_after_start = arrivals
+        .iter()
+        .map(|a| a.at)
+        .max()
+        .map(|last| last.saturating_duration_since(started_at))
+        .unwrap_or_default();
+    let ids: Vec<String> = arrivals.iter().map(|a| a.delivery_id.clone()).collect();
+    let tally = Tally::of(&db, &ids).await;
+    tally.assert_none_missing();
+    let lost: Vec<String> = daemon
+        .log_events()
+        .iter()
+        .map(message)
+        .filter(|m| m.contains("connection lost"))
+        .collect();
+    assert!(
+        !lost.is_empty(),
+        "the log says the connection was lost; it says:\n{}",
+        daemon.log_text()
+    );
+
+    println!(
+        "RELIABILITY: postgres_restart deliveries={total} leased_before_stop={leased_before_stop} duplicates={} \
+         outage={:.1}s readyz_503_after_stop={:.1}s readyz_200_after_start={:.1}s \
+         last_delivery_after_start={:.1}s",
+        tally.duplicate_ids,
+        outage.as_secs_f64(),
+        not_ready_after.as_secs_f64(),
+        ready_after_start.as_secs_f64(),
+        last_delivery_after_start.as_secs_f64()
+    );
+    daemon.signal("-TERM");
+    assert_eq!(daemon.exit_status().await.code(), Some(0));
+    drop(db);
+    cluster.stop().await.expect("stop the throwaway cluster");
+}
+
+// ---------------------------------------------------------------------------
+// A replica: the real binary as a child process
+// ---------------------------------------------------------------------------
+
+/// One `webhookd run` process, its admin address and its JSON log lines.
+struct Replica {
+    child: tokio::process::Child,
+    admin: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Replica {
+    /// Starts `webhookd run` with `flags` on a free admin port.
+    fn start(database_url: &str, key: &str, flags: &[&str]) -> Replica {
+        let admin = free_local_address();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webhookd"))
+            .args(["--log-format", "json", "run", "--allow-private-targets"])
+            .args(["--admin-addr", &admin.to_string()])
+            .args(flags)
+            .env("DATABASE_URL", database_url)
+            .env("WEBHOOKD_SECRET_KEY", key)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start webhookd run");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines = log.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Replica { child, admin, log }
+    }
+
+    /// Sends a signal (`-TERM`, `-KILL`) with kill(1).
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the replica is running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {signal} {pid}");
+    }
+
+    /// Waits (bounded) for the process to end.
+    async fn exit_status(&mut self) -> ExitStatus {
+        tokio::time::timeout(PROCESS_WAIT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the replica exits within {PROCESS_WAIT:?}"))
+            .expect("wait for the replica")
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The HTTP status of `/readyz`, `None` when nothing answers.
+    async fn readyz(&self) -> Option<u16> {
+        http_status(self.admin, "/readyz").await
+    }
+
+    /// Waits until `/readyz` answers 200 (database answers, LISTEN active).
+    async fn wait_ready(&self) {
+        wait_until(
+            &format!("/readyz 200 on {}", self.admin),
+            PROCESS_WAIT,
+            || async { self.readyz().await == Some(200) },
+        )
+        .await;
+    }
+
+    /// The log so far, one JSON object per line (other lines are skipped).
+    fn log_events(&self) -> Vec<serde_json::Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+fn message(event: &serde_json::Value) -> String {
+    event
+        .get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// An address on 127.0.0.1 that was free a moment ago.
+fn free_local_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// One GET over a raw TCP connection; the status code, or `None` when the
+/// server does not answer within 5 s.
+async fn http_status(address: SocketAddr, path: &str) -> Option<u16> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        String::from_utf8_lossy(&response)
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+// ---------------------------------------------------------------------------
+// A receiver that counts arrivals and answers slowly
+// ---------------------------------------------------------------------------
+
+/// One request as it arrived, before it was answered.
+#[derive(Debug, Clone)]
+struct Arrival {
+    delivery_id: String,
+    at: Instant,
+}
+
+/// A plain HTTP receiver that records each request's delivery id on arrival
+/// and answers 200 after `delay`, so work stays in flight meanwhile. (The
+/// harness receiver answers synchronously.)
+struct CountingReceiver {
+    address: SocketAddr,
+    arrivals: Arc<Mutex<Vec<Arrival>>>,
+}
+
+impl CountingReceiver {
+    async fn start(delay: Duration) -> CountingReceiver {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let record = arrivals.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let record = record.clone();
+                        async move {
+                            let delivery_id = request
+                                .headers()
+                                .get("x-productbridge-delivery-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string();
+                            let _ = request.into_body().collect().await;
+                            record.lock().unwrap().push(Arrival {
+                                delivery_id,
+                                at: Instant::now(),
+                            });
+                            tokio::time::sleep(delay).await;
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        CountingReceiver { address, arrivals }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    fn arrivals(&self) -> Vec<Arrival> {
+        self.arrivals.lock().unwrap().clone()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading the database
+// ---------------------------------------------------------------------------
+
+/// A connection for the test's own queries, named so that terminating the
+/// daemon's connections (`application_name = 'webhookd'`) spares it.
+async fn observer(url: &str) -> tokio_postgres::Client {
+    let mut config = webhookd::db::parse_url(url).expect("database URL");
+    config.application_name("webhookd-tests");
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+async fn delivered(db: &tokio_postgres::Client) -> i64 {
+    count(
+        db,
+        "SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'",
+    )
+    .await
+}
+
+async fn wait_for_delivered(db: &tokio_postgres::Client, n: i64, limit: Duration) {
+    wait_until(&format!("{n} deliveries delivered"), limit, || async {
+        delivered(db).await == n
+    })
+    .await;
+}
+
+async fn emit_many(db: &tokio_postgres::Client, org: Uuid, n: i64) {
+    let inserted = db.execute(BULK_EMIT, &[&org, &n]).await.expect("bulk emit");
+    assert_eq!(inserted, n as u64);
+}
+
+/// Terminates every backend of the daemon(s) on `database`; returns how many.
+async fn terminate_daemon_connections(db: &tokio_postgres::Client, database: &str) -> usize {
+    db.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND application_name = 'webhookd' AND pid <> pg_backend_pid()",
+        &[&database],
+    )
+    .await
+    .expect("terminate the daemon's connections")
+    .iter()
+    .filter(|row| row.get::<_, bool>(0))
+    .count()
+}
+
+/// True when a daemon connection waits for a lock (the write-back, here).
+async fn write_back_waits_on_a_lock(db: &tokio_postgres::Client, database: &str) -> bool {
+    db.query_one(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = $1 AND application_name = 'webhookd' AND wait_event_type = 'Lock'",
+        &[&database],
+    )
+    .await
+    .expect("read pg_stat_activity")
+    .get::<_, i64>(0)
+        > 0
+}
+
+/// True when every daemon connection has been idle for 2 s: longer than any
+/// short wait of the claim loop (the fence wait is at most 1 s), so the loop
+/// is in its long sleep. The LISTEN connection must be among them.
+async fn daemon_is_quiet(db: &tokio_postgres::Client, database: &str) -> bool {
+    let row = db
+        .query_one(
+            "SELECT count(*) FILTER (WHERE state <> 'idle' OR state_change > now() - interval '2 seconds'),
+                    count(*) FILTER (WHERE query ILIKE 'LISTEN%' OR query = 'SELECT 1')
+             FROM pg_stat_activity
+             WHERE datname = $1 AND application_name = 'webhookd'",
+            &[&database],
+        )
+        .await
+        .expect("read pg_stat_activity");
+    row.get::<_, i64>(0) == 0 && row.get::<_, i64>(1) > 0
+}
+
+/// What the receiver got, against the deliveries in the database.
+struct Tally {
+    /// Requests received.
+    arrivals: usize,
+    /// Distinct delivery ids among them.
+    distinct: usize,
+    /// Delivery ids that arrived more than once.
+    duplicate_ids: usize,
+    duplicated: Vec<String>,
+    /// Deliveries in the database.
+    expected: usize,
+    /// Deliveries that never arrived.
+    missing: Vec<String>,
+    /// Arrivals whose id is not a delivery.
+    unknown: usize,
+}
+
+impl Tally {
+    async fn of(db: &tokio_postgres::Client, arrivals: &[String]) -> Tally {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for id in arrivals {
+            *counts.entry(id.as_str()).or_default() += 1;
+        }
+        let expected: Vec<String> = db
+            .query("SELECT id::text FROM outbox.deliveries", &[])
+            .await
+            .expect("read delivery ids")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let known: HashSet<&str> = expected.iter().map(String::as_str).collect();
+        let duplicated: Vec<String> = counts
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(id, _)| id.to_string())
+            .collect();
+        Tally {
+            arrivals: arrivals.len(),
+            distinct: counts.len(),
+            duplicate_ids: duplicated.len(),
+            duplicated,
+            missing: expected
+                .iter()
+                .filter(|id| !counts.contains_key(id.as_str()))
+                .cloned()
+                .collect(),
+            unknown: counts.keys().filter(|id| !known.contains(*id)).count(),
+            expected: expected.len(),
+        }
+    }
+
+    fn assert_none_missing(&self) {
+        assert!(
+            self.missing.is_empty(),
+            "{} of {} deliveries never arrived, e.g. {:?}",
+            self.missing.len(),
+            self.expected,
+            &self.missing[..self.missing.len().min(5)]
+        );
+        assert_eq!(self.unknown, 0, "every request carries a known delivery id");
+    }
+}
+
+/// The rows leased at one moment: id, attempt number and lease expiry.
+struct LeaseSnapshot {
+    ids: Vec<Uuid>,
+    attempts: Vec<i32>,
+    expires: Vec<DateTime<Utc>>,
+}
+
+/// A delivery leased by a replica that died before recording its attempt.
+struct Orphan {
+    id: String,
+    /// It was delivered no earlier than its lease expired.
+    delivered_after_lease: bool,
+}
+
+impl LeaseSnapshot {
+    async fn take(db: &tokio_postgres::Client) -> LeaseSnapshot {
+        let rows = db
+            .query(
+                "SELECT id, attempts, next_attempt_at FROM outbox.deliveries
+                 WHERE status = 'pending' AND lease_token IS NOT NULL",
+                &[],
+            )
+            .await
+            .expect("read leased deliveries");
+        LeaseSnapshot {
+            ids: rows.iter().map(|row| row.get(0)).collect(),
+            attempts: rows.iter().map(|row| row.get(1)).collect(),
+            expires: rows.iter().map(|row| row.get(2)).collect(),
+        }
+    }
+
+    /// The leased attempts that never got into the attempt log: a replica
+    /// that finishes an attempt logs it, a killed one cannot.
+    async fn orphans(&self, db: &tokio_postgres::Client) -> Vec<Orphan> {
+        db.query(
+            "SELECT s.id::text, d.delivered_at >= s.expires
+             FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS s(id, attempt, expires)
+             JOIN outbox.deliveries d ON d.id = s.id
+             WHERE NOT EXISTS (SELECT 1 FROM outbox.delivery_attempts a
+                               WHERE a.delivery_id = s.id AND a.attempt = s.attempt)",
+            &[&self.ids, &self.attempts, &self.expires],
+        )
+        .await
+        .expect("find orphaned leases")
+        .iter()
+        .map(|row| Orphan {
+            id: row.get(0),
+            delivered_after_lease: row.get::<_, Option<bool>>(1).unwrap_or(false),
+        })
+        .collect()
+    }
+}
+
+/// Creates a webhook on any database (the throwaway cluster has no TestApp).
+async fn create_webhook(url: &str, key: &str, org: Uuid, target: &str) -> Uuid {
+    let client = webhookd::db::connect_single(url).await.unwrap();
+    let secrets = SecretBox::from_base64(key).unwrap();
+    webhooks::create(
+        &client,
+        &secrets,
+        &webhookd::sender::SystemResolver,
+        &CreateWebhook {
+            organization_id: org,
+            url: target,
+            label: "restart",
+            allow_private_targets: true,
+        },
+    )
+    .await
+    .expect("create webhook")
+    .id
+}
+
+// ---------------------------------------------------------------------------
+// Stopping and starting a (throwaway) PostgreSQL server
+// ---------------------------------------------------------------------------
+
+/// pg_ctl on a running server's data directory, as the directory's owner
+/// (through runuser when we are root: PostgreSQL refuses to run as root).
+struct ServerControl {
+    pg_ctl: PathBuf,
+    data_dir: PathBuf,
+    port: String,
+    /// `runuser -u OWNER --` when we are root.
+    owner: Option<String>,
+}
+
+impl ServerControl {
+    /// Asks the server itself where its binaries, data and port are.
+    async fn of(url: &str) -> ServerControl {
+        let client = observer(url).await;
+        let setting = |sql: &'static str| {
+            let client = &client;
+            async move {
+                client
+                    .query_one(sql, &[])
+                    .await
+                    .expect(sql)
+                    .get::<_, String>(0)
+            }
+        };
+        let bin_dir = setting("SELECT setting FROM pg_config WHERE name = 'BINDIR'").await;
+        let data_dir = PathBuf::from(setting("SHOW data_directory").await);
+        let port = setting("SHOW port").await;
+        let owner_uid = std::fs::metadata(&data_dir).expect("data directory").uid();
+        let owner = if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() == Some(0) {
+            let out = std::process::Command::new("id")
+                .args(["-nu", &owner_uid.to_string()])
+                .output()
+                .expect("run id");
+            Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            None
+        };
+        ServerControl {
+            pg_ctl: Path::new(&bin_dir).join("pg_ctl"),
+            data_dir,
+            port,
+            owner,
+        }
+    }
+
+    /// Starts the server on its old port and waits until it accepts connections.
+    async fn start(&self) {
+        let log = self
+            .data_dir
+            .parent()
+            .expect("the data directory has a parent")
+            .join("restart.log");
+        let port = format!("-p {}", self.port);
+        let log = log.to_string_lossy().to_string();
+        self.pg_ctl(&["start", "-w", "-t", "30", "-l", &log, "-o", &port])
+            .await;
+    }
+
+    /// Runs `pg_ctl ACTION -D DATA ARGS…` and asserts it succeeds. pg_ctl's
+    /// own `-t` bounds it; ours is a backstop a little later.
+    async fn pg_ctl(&self, args: &[&str]) {
+        let mut command = match &self.owner {
+            Some(owner) => {
+                let mut command = tokio::process::Command::new("runuser");
+                command.args(["-u", owner, "--"]).arg(&self.pg_ctl);
+                command
+            }
+            None => tokio::process::Command::new(&self.pg_ctl),
+        };
+        let (action, rest) = args.split_first().expect("a pg_ctl action");
+        command
+            .arg(action)
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(rest)
+            .current_dir(self.data_dir.parent().unwrap_or(Path::new("/")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(40), command.output())
+            .await
+            .unwrap_or_else(|_| panic!("pg_ctl {action} finishes"))
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl {action}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

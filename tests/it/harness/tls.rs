@@ -10,7 +10,8 @@ pub struct TestPki {
     pub acceptor: tokio_native_tls::TlsAcceptor,
 }
 
-/// Makes a fresh CA and a certificate for `localhost` and 127.0.0.1.
+/// Makes a fresh CA and a certificate for `localhost` (only: an IP-literal
+/// URL gets a mismatch, which the TLS tests rely on).
 pub fn test_pki() -> TestPki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();

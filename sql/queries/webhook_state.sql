@@ -1,0 +1,1 @@
+SELECT status FROM outbox.webhooks WHERE id = $1

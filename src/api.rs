@@ -1,0 +1,373 @@
+//! The management API for the dashboard backend (SPEC §7), served on the
+//! admin address only when `WEBHOOKD_ADMIN_TOKEN` is set.
+//!
+//! Every request needs `Authorization: Bearer <token>`; the comparison is over
+//! SHA-256 digests in constant time, so neither the token's bytes nor its
+//! length leak through timing. JSON in and out; errors are
+//! `{"error": "<one line>"}` with 400, 401, 404, 405 or 409.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::db;
+use crate::db::webhooks::DeliveryFilter;
+use crate::error::Error;
+use crate::sender::Resolve;
+use crate::signing::SecretBox;
+use crate::webhooks::{self, CreateWebhook};
+
+/// Shortest admin token accepted: it guards webhook creation.
+pub const MIN_TOKEN_LEN: usize = 16;
+/// Largest request body read.
+const MAX_BODY: usize = 64 * 1024;
+/// Most deliveries per page.
+const MAX_LIMIT: i64 = 100;
+
+/// What the API needs.
+pub struct ManagementApi {
+    token_digest: [u8; 32],
+    pool: Pool,
+    secrets: SecretBox,
+    allow_private_targets: bool,
+    resolver: Arc<dyn Resolve>,
+}
+
+/// The API's settings.
+pub struct ApiConfig {
+    /// The bearer token.
+    pub token: String,
+    /// Opens and seals webhook secrets.
+    pub secrets: SecretBox,
+    /// As `--allow-private-targets`.
+    pub allow_private_targets: bool,
+    /// Name resolution for the URL check at creation.
+    pub resolver: Arc<dyn Resolve>,
+}
+
+type ApiResult = Result<(StatusCode, serde_json::Value), ApiError>;
+
+/// An error answer.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        let status = match &err {
+            Error::Input(_) | Error::Config(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::warn!(error = %err.one_line(), "management API request failed");
+        }
+        ApiError(status, err.one_line())
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+impl ManagementApi {
+    /// The API over the daemon's pool.
+    pub fn new(config: ApiConfig, pool: Pool) -> Self {
+        ManagementApi {
+            token_digest: Sha256::digest(config.token.as_bytes()).into(),
+            pool,
+            secrets: config.secrets,
+            allow_private_targets: config.allow_private_targets,
+            resolver: config.resolver,
+        }
+    }
+
+    /// Answers one request under `/v1/`.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let (status, body) = match self.route(request).await {
+            Ok((status, body)) => (status, body),
+            Err(ApiError(status, message)) => (status, serde_json::json!({ "error": message })),
+        };
+        let mut response = if status == StatusCode::NO_CONTENT {
+            Response::new(Full::new(Bytes::new()))
+        } else {
+            let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            response
+        };
+        *response.status_mut() = status;
+        response
+    }
+
+    fn authorized(&self, request: &Request<Incoming>) -> bool {
+        let presented = request
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        // Constant time: every byte is compared whatever the first difference.
+        digest
+            .iter()
+            .zip(self.token_digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> ApiResult {
+        if !self.authorized(&request) {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token".to_string(),
+            ));
+        }
+        let path = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or("").to_string();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let method = request.method().clone();
+        match (method, segments.as_slice()) {
+            (Method::POST, ["v1", "organizations", org, "webhooks"]) => {
+                let org = parse_id(org, "organization id")?;
+                let body: CreateBody = read_json(request).await?;
+                self.create(org, body).await
+            }
+            (Method::GET, ["v1", "organizations", org, "webhooks"]) => {
+                let org = parse_id(org, "organization id")?;
+                let client = self.pool.get().await.map_err(Error::from)?;
+                let list = webhooks::list(&**client, org).await?;
+                Ok((
+                    StatusCode::OK,
+                    serde_json::to_value(list).unwrap_or_default(),
+                ))
+            }
+            (Method::DELETE, ["v1", "webhooks", id]) => {
+                let id = parse_id(id, "webhook id")?;
+                let mut client = self.pool.get().await.map_err(Error::from)?;
+                db::webhooks::revoke(&mut client, id).await?;
+                Ok((StatusCode::NO_CONTENT, serde_json::Value::Null))
+            }
+            (Method::GET, ["v1", "webhooks", id, "deliveries"]) => {
+                let id = parse_id(id, "webhook id")?;
+                let filter = delivery_filter(&query)?;
+                let client = self.pool.get().await.map_err(Error::from)?;
+                let deliveries = db::webhooks::deliveries(&**client, id, &filter).await?;
+                Ok((
+                    StatusCode::OK,
+                    serde_json::to_value(deliveries).unwrap_or_default(),
+                ))
+            }
+            (Method::POST, ["v1", "deliveries", id, "redeliver"]) => {
+                let id = parse_id(id, "delivery id")?;
+                let client = self.pool.get().await.map_err(Error::from)?;
+                db::webhooks::redeliver(&**client, id).await?;
+                db::notify_wakeup(&**client).await?;
+                Ok((
+                    StatusCode::ACCEPTED,
+                    serde_json::json!({ "id": id, "status": "pending" }),
+                ))
+            }
+            (Method::POST, ["v1", "webhooks", id, "recover"]) => {
+                let id = parse_id(id, "webhook id")?;
+                let body: RecoverBody = read_json(request).await?;
+                let since = parse_time(&body.since, "since")?;
+                let until = parse_time(&body.until, "until")?;
+                if since >= until {
+                    return Err(bad_request("\"since\" must be earlier than \"until\""));
+                }
+                let client = self.pool.get().await.map_err(Error::from)?;
+                let requeued = db::webhooks::recover(&**client, id, since, until).await?;
+                db::notify_wakeup(&**client).await?;
+                Ok((
+                    StatusCode::ACCEPTED,
+                    serde_json::json!({ "requeued": requeued }),
+                ))
+            }
+            (_, ["v1", "organizations", _, "webhooks"])
+            | (_, ["v1", "webhooks", _])
+            | (_, ["v1", "webhooks", _, "deliveries" | "recover"])
+            | (_, ["v1", "deliveries", _, "redeliver"]) => Err(ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method not allowed on {path}"),
+            )),
+            _ => Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint: {path}"),
+            )),
+        }
+    }
+
+    async fn create(&self, org: Uuid, body: CreateBody) -> ApiResult {
+        let request = CreateWebhook {
+            organization_id: org,
+            url: &body.url,
+            label: body.label.as_deref().unwrap_or(""),
+            allow_private_targets: self.allow_private_targets,
+        };
+        let client = self.pool.get().await.map_err(Error::from)?;
+        let created =
+            webhooks::create(&**client, &self.secrets, self.resolver.as_ref(), &request).await?;
+        Ok((
+            StatusCode::CREATED,
+            serde_json::to_value(created).unwrap_or_default(),
+        ))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    url: String,
+    label: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecoverBody {
+    since: String,
+    until: String,
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(
+    request: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let body = Limited::new(request.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| {
+            bad_request(format!(
+                "request body is larger than {} KiB",
+                MAX_BODY / 1024
+            ))
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|err| bad_request(format!("invalid JSON body: {err}")))
+}
+
+fn parse_id(text: &str, what: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text)
+        .map_err(|_| bad_request(format!("{what} \"{}\" is not a UUID", truncate(text))))
+}
+
+fn parse_time(text: &str, field: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| {
+            bad_request(format!(
+                "\"{field}\" must be an RFC 3339 time such as 2026-05-09T12:34:56Z, got \"{}\"",
+                truncate(text)
+            ))
+        })
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// `status`, `limit` and `before` of the deliveries listing.
+fn delivery_filter(query: &str) -> Result<DeliveryFilter, ApiError> {
+    let mut filter = DeliveryFilter {
+        status: None,
+        before: None,
+        limit: 20,
+    };
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        match key {
+            "status" if value.is_empty() => {}
+            "status" => {
+                if !["pending", "delivered", "failed", "cancelled"].contains(&value.as_str()) {
+                    return Err(bad_request(format!(
+                        "status must be one of pending, delivered, failed, cancelled, got \"{}\"",
+                        truncate(&value)
+                    )));
+                }
+                filter.status = Some(value);
+            }
+            "limit" if value.is_empty() => {}
+            "limit" => {
+                filter.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+                    .ok_or_else(|| {
+                        bad_request(format!(
+                            "limit must be a whole number from 1 to {MAX_LIMIT}"
+                        ))
+                    })?;
+            }
+            "before" if value.is_empty() => {}
+            "before" => filter.before = Some(parse_time(&value, "before")?),
+            other => {
+                return Err(bad_request(format!(
+                    "unknown query parameter \"{}\"",
+                    truncate(other)
+                )))
+            }
+        }
+    }
+    Ok(filter)
+}
+
+/// Enough of percent-decoding for times (`%3A`, `+`).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                Ok(byte) => {
+                    out.push(byte);
+                    i += 3;
+                    continue;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(
+            percent_decode("2026-05-09T12%3A34%3A56Z"),
+            "2026-05-09T12:34:56Z"
+        );
+        assert_eq!(percent_decode("a+b%2"), "a b%2");
+    }
+
+    #[test]
+    fn delivery_filters_are_validated() {
+        let filter =
+            delivery_filter("status=failed&limit=5&before=2026-05-09T12%3A34%3A56Z").unwrap();
+        assert_eq!(filter.status.as_deref(), Some("failed"));
+        assert_eq!(filter.limit, 5);
+        assert!(filter.before.is_some());
+        assert!(delivery_filter("status=lost").is_err());
+        assert!(delivery_filter("limit=0").is_err());
+        assert!(delivery_filter("limit=101").is_err());
+        assert!(delivery_filter("before=yesterday").is_err());
+        assert!(delivery_filter("colour=red").is_err());
+    }
+}
