@@ -150,55 +150,99 @@ impl Claimer {
     }
 
     /// Claims as many due deliveries as there are free slots (at most one
-    /// batch), skipping webhooks at their cap.
+    /// batch), within each webhook's free slots.
+    ///
+    /// First from a window of the oldest due rows (cheap, and fair across the
+    /// webhooks in it). When that window was full and still yielded too
+    /// little, webhooks at their cap may be hiding other webhooks' work
+    /// behind their backlog; a second statement then looks webhook by webhook.
     pub async fn run_once(&self, in_flight: &InFlight) -> Result<Claim> {
-        let cap = self.config.max_in_flight_per_webhook;
-        let (free, saturated, busy, busy_free) = {
+        let cap = i32::try_from(self.config.max_in_flight_per_webhook).unwrap_or(i32::MAX);
+        let (free, mut rooms) = {
             let state = in_flight.lock();
             let free = self
                 .config
                 .max_in_flight
                 .saturating_sub(state.total)
                 .min(self.config.batch);
-            let mut saturated = Vec::new();
-            let mut busy = Vec::new();
-            let mut busy_free = Vec::new();
-            for (webhook, count) in &state.per_webhook {
-                if *count >= cap {
-                    saturated.push(*webhook);
-                } else {
-                    busy.push(*webhook);
-                    busy_free.push(i32::try_from(cap - count).unwrap_or(i32::MAX));
-                }
-            }
-            (free, saturated, busy, busy_free)
+            let rooms: HashMap<Uuid, i32> = state
+                .per_webhook
+                .iter()
+                .map(|(webhook, count)| {
+                    (
+                        *webhook,
+                        cap.saturating_sub(i32::try_from(*count).unwrap_or(i32::MAX))
+                            .max(0),
+                    )
+                })
+                .collect();
+            (free, rooms)
         };
-        let token = Uuid::new_v4();
+        let mut claim = Claim {
+            token: Uuid::new_v4(),
+            asked: free,
+            deliveries: Vec::new(),
+        };
         if free == 0 {
-            return Ok(Claim {
-                token,
-                asked: 0,
-                deliveries: Vec::new(),
-            });
+            return Ok(claim);
         }
         let client = self.pool.get().await?;
+        // Twice the free slots: room for the round-robin to skip webhooks at
+        // their cap without scanning far into the due index.
+        let scan_window = (free * 2) as i64;
+        let window = Pass::Window {
+            limit: free,
+            scan_window,
+        };
+        let first = self.claim(&client, claim.token, window, &rooms).await?;
+        let window_full = first.window_rows >= scan_window;
+        for delivery in &first.deliveries {
+            *rooms.entry(delivery.webhook_id).or_insert(cap) -= 1;
+        }
+        claim.deliveries = first.deliveries;
+        let missing = free - claim.deliveries.len();
+        let some_at_cap = rooms.values().any(|room| *room <= 0);
+        if missing > 0 && some_at_cap && (window_full || claim.deliveries.is_empty()) {
+            let by_webhook = Pass::ByWebhook { limit: missing };
+            let second = self.claim(&client, claim.token, by_webhook, &rooms).await?;
+            claim.deliveries.extend(second.deliveries);
+        }
+        Ok(claim)
+    }
+
+    async fn claim(
+        &self,
+        client: &deadpool_postgres::Client,
+        token: Uuid,
+        pass: Pass,
+        rooms: &HashMap<Uuid, i32>,
+    ) -> Result<queue::ClaimedRows> {
+        let (limit, scan_window, by_webhook) = match pass {
+            Pass::Window { limit, scan_window } => (limit, scan_window, false),
+            Pass::ByWebhook { limit } => (limit, 0, true),
+        };
+        let busy: Vec<Uuid> = rooms.keys().copied().collect();
+        let free_slots: Vec<i32> = busy.iter().map(|webhook| rooms[webhook].max(0)).collect();
         let request = ClaimRequest {
-            limit: free as i64,
-            // Looking past the first `free` due rows lets other webhooks'
-            // work through when the oldest rows all belong to one webhook.
-            scan_window: (free * 4) as i64,
-            saturated: &saturated,
-            partially_busy: &busy,
-            free_slots: &busy_free,
-            per_webhook_cap: i32::try_from(cap).unwrap_or(i32::MAX),
+            limit: limit as i64,
+            scan_window,
+            by_webhook,
+            busy: &busy,
+            free_slots: &free_slots,
+            per_webhook_cap: i32::try_from(self.config.max_in_flight_per_webhook)
+                .unwrap_or(i32::MAX),
             lease: self.config.lease,
             token,
         };
-        let deliveries = queue::claim(&client, &request).await?;
-        Ok(Claim {
-            token,
-            asked: free,
-            deliveries,
-        })
+        queue::claim(client, &request).await
     }
+}
+
+/// How one claim statement looks for due work.
+#[derive(Debug, Clone, Copy)]
+enum Pass {
+    /// The oldest `scan_window` due rows, round-robin across their webhooks.
+    Window { limit: usize, scan_window: i64 },
+    /// Each active webhook with free slots, its oldest due rows.
+    ByWebhook { limit: usize },
 }

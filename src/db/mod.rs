@@ -47,7 +47,16 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
 /// A connection pool. Connects once up front so that an unreachable database
 /// is a clear start-up error rather than the first query's.
 pub async fn connect_pool(url: &str, max_size: usize) -> Result<Pool> {
-    let config = parse_url(url)?;
+    let mut config = parse_url(url)?;
+    // The daemon's statements are index lookups with small LIMITs. On a
+    // queue table that filled faster than autovacuum analyses it, the planner
+    // prefers a bitmap scan of every due row plus a sort, which makes each
+    // claim cost O(backlog) (30 ms instead of 4 ms at 50k due rows).
+    let options = match config.get_options() {
+        Some(existing) => format!("{existing} -c enable_bitmapscan=off"),
+        None => "-c enable_bitmapscan=off".to_string(),
+    };
+    config.options(&options);
     let manager = Manager::from_config(
         config,
         NoTls,

@@ -39,13 +39,13 @@ pub async fn fan_out(client: &impl GenericClient, batch: i64) -> Result<FanOutCo
 pub struct ClaimRequest<'a> {
     /// Claim at most this many.
     pub limit: i64,
-    /// How many due rows to look at to find them (fairness window).
+    /// How many of the oldest due rows to look at (fairness window).
     pub scan_window: i64,
-    /// Webhooks with no free in-flight slot: skipped.
-    pub saturated: &'a [Uuid],
-    /// Webhooks with some deliveries in flight …
-    pub partially_busy: &'a [Uuid],
-    /// … and how many more each may take.
+    /// Look webhook by webhook instead of at the oldest due rows.
+    pub by_webhook: bool,
+    /// Webhooks with deliveries in flight …
+    pub busy: &'a [Uuid],
+    /// … and how many more each may take (0: at its cap).
     pub free_slots: &'a [i32],
     /// In-flight cap for a webhook with nothing in flight.
     pub per_webhook_cap: i32,
@@ -79,10 +79,7 @@ pub struct ClaimedDelivery {
 }
 
 /// Leases due deliveries.
-pub async fn claim(
-    client: &impl GenericClient,
-    request: &ClaimRequest<'_>,
-) -> Result<Vec<ClaimedDelivery>> {
+pub async fn claim(client: &impl GenericClient, request: &ClaimRequest<'_>) -> Result<ClaimedRows> {
     let statement = client
         .prepare_cached(include_str!("../../sql/queries/claim.sql"))
         .await
@@ -94,8 +91,8 @@ pub async fn claim(
             &[
                 &request.limit,
                 &request.scan_window,
-                &request.saturated,
-                &request.partially_busy,
+                &request.by_webhook,
+                &request.busy,
                 &request.free_slots,
                 &request.per_webhook_cap,
                 &lease_ms,
@@ -104,7 +101,8 @@ pub async fn claim(
         )
         .await
         .map_err(|err| Error::db("claiming deliveries", err))?;
-    Ok(rows
+    let window_rows = rows.first().map(|row| row.get("window_rows")).unwrap_or(0);
+    let deliveries = rows
         .iter()
         .map(|row| ClaimedDelivery {
             id: row.get("id"),
@@ -117,7 +115,20 @@ pub async fn claim(
             data: row.get("data"),
             url: row.get("url"),
         })
-        .collect())
+        .collect();
+    Ok(ClaimedRows {
+        deliveries,
+        window_rows,
+    })
+}
+
+/// What one claim statement leased.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimedRows {
+    /// The leased deliveries.
+    pub deliveries: Vec<ClaimedDelivery>,
+    /// How many due rows the window held (0 when nothing was leased).
+    pub window_rows: i64,
 }
 
 /// Where an attempt leaves its delivery.

@@ -240,11 +240,13 @@ impl Bench {
             .unwrap_or_else(Instant::now)
             .duration_since(started)
             .as_secs_f64();
+        // Read before the daemons stop: their backends take their CPU time
+        // with them when they exit.
+        let postgres_cpu = process::postgres_cpu_seconds() - postgres_before;
         let mut usage = Vec::new();
         for daemon in daemons {
             usage.push(daemon.stop().await);
         }
-        let postgres_cpu = process::postgres_cpu_seconds() - postgres_before;
         let recorded: i64 = db
             .client
             .query_one(
@@ -381,9 +383,9 @@ impl Bench {
             producer.await?;
         }
         wait_for_ok(tally, total, Duration::from_secs(60)).await?;
-        let usage = daemon.stop().await;
         let seconds = started.elapsed().as_secs_f64();
         let postgres_cpu = process::postgres_cpu_seconds() - postgres_before;
+        let usage = daemon.stop().await;
         let commits = commits.lock().unwrap().clone();
         let mut latencies: Vec<f64> = tally
             .take_arrivals()
