@@ -13,6 +13,10 @@ use uuid::Uuid;
 
 use crate::db::queue::{self, ClaimRequest, ClaimedDelivery};
 use crate::error::Result;
+use crate::pacing::{Feedback, Pace, PacingConfig};
+
+/// Default most deliveries in flight per webhook per replica.
+pub const MAX_IN_FLIGHT_PER_WEBHOOK_DEFAULT: usize = 128;
 
 /// Default lease (SPEC §6): longer than connect + response timeout.
 pub const LEASE_DEFAULT: Duration = Duration::from_secs(90);
@@ -24,8 +28,8 @@ pub struct ClaimerConfig {
     pub batch: usize,
     /// Deliveries in flight per replica, all webhooks together.
     pub max_in_flight: usize,
-    /// Deliveries in flight per webhook per replica.
-    pub max_in_flight_per_webhook: usize,
+    /// How many deliveries each webhook may have in flight per replica.
+    pub pacing: PacingConfig,
     /// How long claimed rows stay reserved.
     pub lease: Duration,
 }
@@ -35,7 +39,7 @@ impl Default for ClaimerConfig {
         ClaimerConfig {
             batch: 256,
             max_in_flight: 512,
-            max_in_flight_per_webhook: 32,
+            pacing: PacingConfig::up_to(MAX_IN_FLIGHT_PER_WEBHOOK_DEFAULT),
             lease: LEASE_DEFAULT,
         }
     }
@@ -45,10 +49,12 @@ impl Default for ClaimerConfig {
 ///
 /// Two numbers, because they bound different things. A delivery counts
 /// against `--max-in-flight` from claim until its result is written, so a
-/// crash re-sends at most that many. It counts against its webhook's cap only
-/// while it is being sent, so one webhook's pace is not tied to write-back.
-#[derive(Debug, Default)]
+/// crash re-sends at most that many. It counts against its webhook's slots
+/// ([`Pace`]) only while it is being sent, so one webhook's pace is not tied
+/// to write-back.
+#[derive(Debug)]
 pub struct InFlight {
+    pacing: PacingConfig,
     state: Mutex<InFlightState>,
 }
 
@@ -56,17 +62,34 @@ pub struct InFlight {
 struct InFlightState {
     /// Claimed and not yet written back.
     total: usize,
-    /// Being sent, per webhook.
-    per_webhook: HashMap<Uuid, usize>,
+    /// Slots per webhook seen recently.
+    per_webhook: HashMap<Uuid, Pace>,
     /// Leases held, so unattempted work can be released at shutdown.
     leases: HashMap<Uuid, Uuid>,
 }
 
+/// Webhooks whose pace is remembered; past this, idle ones are forgotten
+/// (they start again from [`PacingConfig::start`]).
+const PACES_REMEMBERED: usize = 10_000;
+
 impl InFlight {
+    /// Nothing in flight; webhooks paced by `pacing`.
+    pub fn new(pacing: PacingConfig) -> Self {
+        InFlight {
+            pacing,
+            state: Mutex::new(InFlightState::default()),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, InFlightState> {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How webhooks are paced.
+    pub fn pacing(&self) -> &PacingConfig {
+        &self.pacing
     }
 
     /// Deliveries claimed and not yet written back.
@@ -78,22 +101,29 @@ impl InFlight {
     pub fn start(&self, delivery: &ClaimedDelivery, token: Uuid) {
         let mut state = self.lock();
         state.total += 1;
-        *state.per_webhook.entry(delivery.webhook_id).or_default() += 1;
+        if state.per_webhook.len() >= PACES_REMEMBERED {
+            state.per_webhook.retain(|_, pace| pace.sending > 0);
+        }
+        let pacing = self.pacing;
+        state
+            .per_webhook
+            .entry(delivery.webhook_id)
+            .or_insert_with(|| Pace::new(&pacing))
+            .sending += 1;
         state.leases.insert(delivery.id, token);
     }
 
     /// The delivery was sent (or given up on) and its result is queued for
-    /// write-back: its webhook's slot frees up.
-    pub fn finish(&self, delivery_id: Uuid, webhook_id: Uuid) {
+    /// write-back: its webhook's slot frees up, and the webhook's pace learns
+    /// from how it went.
+    pub fn finish(&self, delivery_id: Uuid, webhook_id: Uuid, feedback: Feedback) {
         let mut state = self.lock();
         if state.leases.remove(&delivery_id).is_none() {
             return;
         }
-        if let Some(count) = state.per_webhook.get_mut(&webhook_id) {
-            *count -= 1;
-            if *count == 0 {
-                state.per_webhook.remove(&webhook_id);
-            }
+        let pacing = self.pacing;
+        if let Some(pace) = state.per_webhook.get_mut(&webhook_id) {
+            pace.finished(feedback, &pacing);
         }
     }
 
@@ -104,11 +134,20 @@ impl InFlight {
     }
 
     /// True when some webhook has no free slot left.
-    pub fn any_saturated(&self, per_webhook_cap: usize) -> bool {
+    pub fn any_saturated(&self) -> bool {
         self.lock()
             .per_webhook
             .values()
-            .any(|count| *count >= per_webhook_cap)
+            .any(|pace| pace.room() == 0)
+    }
+
+    /// Free slots of every webhook this replica knows.
+    fn rooms(&self) -> HashMap<Uuid, i32> {
+        self.lock()
+            .per_webhook
+            .iter()
+            .map(|(webhook, pace)| (*webhook, i32::try_from(pace.room()).unwrap_or(i32::MAX)))
+            .collect()
     }
 
     /// Leases still held: (delivery id, token).
@@ -157,27 +196,13 @@ impl Claimer {
     /// little, webhooks at their cap may be hiding other webhooks' work
     /// behind their backlog; a second statement then looks webhook by webhook.
     pub async fn run_once(&self, in_flight: &InFlight) -> Result<Claim> {
-        let cap = i32::try_from(self.config.max_in_flight_per_webhook).unwrap_or(i32::MAX);
-        let (free, mut rooms) = {
-            let state = in_flight.lock();
-            let free = self
-                .config
-                .max_in_flight
-                .saturating_sub(state.total)
-                .min(self.config.batch);
-            let rooms: HashMap<Uuid, i32> = state
-                .per_webhook
-                .iter()
-                .map(|(webhook, count)| {
-                    (
-                        *webhook,
-                        cap.saturating_sub(i32::try_from(*count).unwrap_or(i32::MAX))
-                            .max(0),
-                    )
-                })
-                .collect();
-            (free, rooms)
-        };
+        let start = i32::try_from(in_flight.pacing().start).unwrap_or(i32::MAX);
+        let free = self
+            .config
+            .max_in_flight
+            .saturating_sub(in_flight.total())
+            .min(self.config.batch);
+        let mut rooms = in_flight.rooms();
         let mut claim = Claim {
             token: Uuid::new_v4(),
             asked: free,
@@ -187,9 +212,14 @@ impl Claimer {
             return Ok(claim);
         }
         let client = self.pool.get().await?;
-        // Twice the free slots: room for the round-robin to skip webhooks at
-        // their cap without scanning far into the due index.
-        let scan_window = (free * 2) as i64;
+        // Scan about twice what can be taken: the known webhooks' free slots
+        // plus a few new webhooks' starting slots. Scanning the whole batch
+        // size every time would cost a fixed ~512-row scan per claim even
+        // when one busy webhook can take only the handful of slots that just
+        // freed up.
+        let known_room: usize = rooms.values().map(|room| (*room).max(0) as usize).sum();
+        let takeable = free.min(known_room + 8 * in_flight.pacing().start);
+        let scan_window = (takeable * 2) as i64;
         let window = Pass::Window {
             limit: free,
             scan_window,
@@ -197,7 +227,7 @@ impl Claimer {
         let first = self.claim(&client, claim.token, window, &rooms).await?;
         let window_full = first.window_rows >= scan_window;
         for delivery in &first.deliveries {
-            *rooms.entry(delivery.webhook_id).or_insert(cap) -= 1;
+            *rooms.entry(delivery.webhook_id).or_insert(start) -= 1;
         }
         claim.deliveries = first.deliveries;
         let missing = free - claim.deliveries.len();
@@ -217,6 +247,7 @@ impl Claimer {
         pass: Pass,
         rooms: &HashMap<Uuid, i32>,
     ) -> Result<queue::ClaimedRows> {
+        let start = i32::try_from(self.config.pacing.start).unwrap_or(i32::MAX);
         let (limit, scan_window, by_webhook) = match pass {
             Pass::Window { limit, scan_window } => (limit, scan_window, false),
             Pass::ByWebhook { limit } => (limit, 0, true),
@@ -229,8 +260,7 @@ impl Claimer {
             by_webhook,
             busy: &busy,
             free_slots: &free_slots,
-            per_webhook_cap: i32::try_from(self.config.max_in_flight_per_webhook)
-                .unwrap_or(i32::MAX),
+            per_webhook_cap: start,
             lease: self.config.lease,
             token,
         };

@@ -89,8 +89,10 @@ pub struct RunArgs {
     /// Deliveries in flight at once, all webhooks together.
     #[arg(long, env = "WEBHOOKD_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_in_flight: u32,
-    /// Deliveries in flight at once to one webhook.
-    #[arg(long, env = "WEBHOOKD_MAX_IN_FLIGHT_PER_WEBHOOK", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// Most deliveries in flight at once to one webhook. Each webhook starts
+    /// at 8, gains one per quick success and halves on timeouts, connection
+    /// failures, 429 and 503.
+    #[arg(long, env = "WEBHOOKD_MAX_IN_FLIGHT_PER_WEBHOOK", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_in_flight_per_webhook: u32,
     /// After SIGTERM, how long in-flight requests may finish before their leases are released.
     #[arg(long, env = "WEBHOOKD_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration, value_name = "DURATION", allow_hyphen_values = true)]
@@ -140,7 +142,7 @@ impl RunArgs {
             claimer: ClaimerConfig {
                 batch: 256.min(max_in_flight),
                 max_in_flight,
-                max_in_flight_per_webhook: self.max_in_flight_per_webhook as usize,
+                pacing: crate::pacing::PacingConfig::up_to(self.max_in_flight_per_webhook as usize),
                 lease: self.lease,
             },
             fanout: FanOutConfig::default(),
@@ -170,7 +172,7 @@ impl Default for RunArgs {
             admin_addr: ([127, 0, 0, 1], 9187).into(),
             poll_interval: Duration::from_secs(5),
             max_in_flight: 512,
-            max_in_flight_per_webhook: 32,
+            max_in_flight_per_webhook: crate::claimer::MAX_IN_FLIGHT_PER_WEBHOOK_DEFAULT as u32,
             shutdown_grace: Duration::from_secs(20),
             extra_ca_file: None,
             db_pool_size: 8,

@@ -82,7 +82,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         listening: Arc::new(AtomicBool::new(false)),
     };
     let metrics = Arc::new(Metrics::new());
-    let in_flight = Arc::new(InFlight::default());
+    let in_flight = Arc::new(InFlight::new(config.claimer.pacing));
 
     let notifier = Notifier::new(
         NotifierConfig {
@@ -155,7 +155,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
     };
     info!(
         max_in_flight = config.claimer.max_in_flight,
-        per_webhook = config.claimer.max_in_flight_per_webhook,
+        per_webhook = config.claimer.pacing.max,
         lease_s = config.claimer.lease.as_secs(),
         "webhookd running"
     );
@@ -310,9 +310,7 @@ impl MainLoop {
             IdleStep::WaitForFence(wait) => wait.min(self.poll_interval),
             IdleStep::Sleep => self.poll_interval,
         };
-        let saturated = self
-            .in_flight
-            .any_saturated(self.claimer.config().max_in_flight_per_webhook);
+        let saturated = self.in_flight.any_saturated();
         Ok(Tick::Sleep(match next.due_in {
             // Due work held back by a webhook at its cap: a freed slot wakes
             // the loop; polling would only scan the same rows again.
@@ -326,7 +324,7 @@ impl MainLoop {
     }
 }
 /// How long a freed slot waits for company before the loop claims again.
-const SLOT_LINGER: Duration = Duration::from_millis(1);
+const SLOT_LINGER: Duration = Duration::from_millis(2);
 
 enum Tick {
     /// More work is likely right away.

@@ -19,9 +19,27 @@ use crate::db::queue::{self, AttemptRecord, ClaimedDelivery, NextStatus};
 use crate::error::Result;
 use crate::event::envelope;
 use crate::guard::TargetUrl;
+use crate::pacing::Feedback;
 use crate::retry::{AfterFailure, RetryPolicy};
 use crate::sender::{Outcome, OutcomeCode, OutgoingRequest, Sender};
 use crate::signing::{SecretBox, Signer};
+
+/// A success slower than this earns a webhook no extra slot.
+const FAST_ENOUGH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What an attempt says about the receiver's capacity (see [`crate::pacing`]).
+fn feedback(outcome: &Outcome, duration: std::time::Duration) -> Feedback {
+    match outcome.code {
+        OutcomeCode::Delivered if duration < FAST_ENOUGH => Feedback::Fast,
+        OutcomeCode::ResponseTimeout | OutcomeCode::ConnectTimeout | OutcomeCode::Connection => {
+            Feedback::Struggling
+        }
+        OutcomeCode::HttpStatus if matches!(outcome.status_code, Some(429 | 503)) => {
+            Feedback::Struggling
+        }
+        _ => Feedback::Neutral,
+    }
+}
 
 /// Secrets are few and small; past this many cached signers the cache starts over.
 const SIGNER_CACHE_MAX: usize = 10_000;
@@ -87,13 +105,13 @@ impl Dispatcher {
             let token = claim.token;
             tasks.spawn(
                 async move {
-                    let record = this.attempt(&delivery, token, body, signer).await;
+                    let (record, feedback) = this.attempt(&delivery, token, body, signer).await;
                     // The slot frees only once the result is queued, so a
                     // shutdown that waits for in-flight work loses no result.
                     let _ = this.parts.results.send(record).await;
                     this.parts
                         .in_flight
-                        .finish(delivery.id, delivery.webhook_id);
+                        .finish(delivery.id, delivery.webhook_id, feedback);
                     this.parts.slot_freed.notify_one();
                 }
                 .instrument(span),
@@ -108,7 +126,7 @@ impl Dispatcher {
         token: Uuid,
         body: Bytes,
         signer: Option<Signer>,
-    ) -> AttemptRecord {
+    ) -> (AttemptRecord, Feedback) {
         let started_at = Utc::now();
         let started = Instant::now();
         let outcome = match (self.target(&delivery.url), signer) {
@@ -156,7 +174,8 @@ impl Dispatcher {
                 warn!(outcome = outcome.code.as_str(), %reason, elapsed_ms, "attempt failed; will retry")
             }
         }
-        AttemptRecord {
+        let feedback = feedback(&outcome, duration);
+        let record = AttemptRecord {
             delivery_id: delivery.id,
             webhook_id: delivery.webhook_id,
             lease_token: token,
@@ -168,7 +187,8 @@ impl Dispatcher {
             response_excerpt: outcome.response_excerpt,
             started_at,
             duration,
-        }
+        };
+        (record, feedback)
     }
 
     /// The URL as a target; scheme rules apply here, address rules at connect.

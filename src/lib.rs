@@ -42,6 +42,7 @@ pub mod fanout;
 pub mod guard;
 pub mod metrics;
 pub mod notifier;
+pub mod pacing;
 pub mod retry;
 pub mod sender;
 pub mod shutdown;
