@@ -52,9 +52,17 @@ pub async fn connect_pool(url: &str, max_size: usize) -> Result<Pool> {
     // queue table that filled faster than autovacuum analyses it, the planner
     // prefers a bitmap scan of every due row plus a sort, which makes each
     // claim cost O(backlog) (30 ms instead of 4 ms at 50k due rows).
+    //
+    // synchronous_commit=off: the daemon's own writes (claims, results,
+    // fan-out) need not wait for the WAL flush. A database crash can lose the
+    // last few milliseconds of them, and the only effect is that those
+    // deliveries are sent again when their leases expire: at least once
+    // either way. Events themselves are committed by the producers, with
+    // their own settings.
+    let ours = "-c enable_bitmapscan=off -c synchronous_commit=off";
     let options = match config.get_options() {
-        Some(existing) => format!("{existing} -c enable_bitmapscan=off"),
-        None => "-c enable_bitmapscan=off".to_string(),
+        Some(existing) => format!("{existing} {ours}"),
+        None => ours.to_string(),
     };
     config.options(&options);
     let manager = Manager::from_config(
