@@ -94,16 +94,20 @@ async fn respond(
             return Ok(response);
         }
         "/readyz" => {
-            let database = database_answers(&readiness.pool).await;
+            let database = database_state(&readiness.pool).await;
             let listening = readiness.listening.load(Ordering::Relaxed);
-            let status = if database && listening {
+            let status = if database == DatabaseState::Ok && listening {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
             let body = serde_json::json!({
                 "status": if status == StatusCode::OK { "ready" } else { "not ready" },
-                "database": if database { "ok" } else { "unreachable" },
+                "database": match database {
+                    DatabaseState::Ok => "ok",
+                    DatabaseState::Unreachable => "unreachable",
+                    DatabaseState::SchemaOutdated => "schema missing or outdated: run webhookd migrate",
+                },
                 "listen": if listening { "active" } else { "reconnecting" },
             });
             (status, body.to_string())
@@ -122,13 +126,23 @@ async fn respond(
     Ok(response)
 }
 
-async fn database_answers(pool: &Pool) -> bool {
+/// What `/readyz` says of the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DatabaseState {
+    Ok,
+    Unreachable,
+    /// Reachable, but the schema is missing or older than this binary.
+    SchemaOutdated,
+}
+
+async fn database_state(pool: &Pool) -> DatabaseState {
     let check = async {
-        let client = pool.get().await.ok()?;
-        client.simple_query("SELECT 1").await.ok()
+        let client = pool.get().await.map_err(Error::from)?;
+        crate::db::check_schema(&**client).await
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), check).await,
-        Ok(Some(_))
-    )
+    match tokio::time::timeout(Duration::from_secs(2), check).await {
+        Ok(Ok(())) => DatabaseState::Ok,
+        Ok(Err(Error::Schema(_))) => DatabaseState::SchemaOutdated,
+        _ => DatabaseState::Unreachable,
+    }
 }

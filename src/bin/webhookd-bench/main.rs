@@ -22,11 +22,11 @@ struct Args {
     /// PostgreSQL server; each scenario works in a database it creates and drops.
     #[arg(long, env = "DATABASE_URL", default_value = webhookd::db::DATABASE_URL_DEFAULT, hide_env_values = true)]
     database_url: String,
-    /// Comma-separated scenarios: throughput, fanout, latency, isolation, replicas.
+    /// Comma-separated scenarios: throughput, fanout, latency, isolation, replicas, producer.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,fanout,latency,isolation,replicas"
+        default_value = "throughput,fanout,latency,isolation,replicas,producer"
     )]
     scenarios: Vec<String>,
     /// Smaller sizes, for a quick look (about a minute).
@@ -77,12 +77,19 @@ async fn main() -> std::process::ExitCode {
             "latency" => bench.latency(&sizes).await,
             "isolation" => bench.isolation(&sizes).await,
             "replicas" => bench.replicas(&sizes).await,
+            "producer" => bench.producer(&sizes).await,
             other => Err(format!("unknown scenario {other}").into()),
         };
         match outcome {
             Ok(result) => results.push(result),
             Err(err) => {
-                eprintln!("webhookd-bench: scenario {name} failed: {err}");
+                let mut text = err.to_string();
+                let mut cause = std::error::Error::source(err.as_ref());
+                while let Some(inner) = cause {
+                    text = format!("{text}: {inner}");
+                    cause = inner.source();
+                }
+                eprintln!("webhookd-bench: scenario {name} failed: {text}");
                 return std::process::ExitCode::from(1);
             }
         }

@@ -25,6 +25,7 @@ pub struct Sizes {
     latency_rate: u64,
     isolation_events: i64,
     replica_events: i64,
+    producer_seconds: u64,
 }
 
 impl Sizes {
@@ -38,6 +39,7 @@ impl Sizes {
             latency_rate: 200,
             isolation_events: 5_000,
             replica_events: 50_000,
+            producer_seconds: 10,
         }
     }
 
@@ -51,6 +53,7 @@ impl Sizes {
             latency_rate: 200,
             isolation_events: 2_000,
             replica_events: 10_000,
+            producer_seconds: 3,
         }
     }
 }
@@ -481,6 +484,107 @@ impl Bench {
             "with_bad_webhooks": runs[1].1.json(),
             "bad_requests_meanwhile": runs[1].2,
             "healthy_rate_ratio": round3(with_bad / baseline),
+        }))
+    }
+}
+
+impl Bench {
+    /// Producer cost (scenario 4): a pgbench-style business transaction at
+    /// 8 clients, without and with one `outbox.emit`, NOTIFY off and on. No
+    /// daemon runs: this is what producers pay.
+    pub async fn producer(&self, sizes: &Sizes) -> BenchResult<serde_json::Value> {
+        const CLIENTS: usize = 8;
+        let seconds = sizes.producer_seconds;
+        println!("producer: business transaction at {CLIENTS} clients, {seconds}s per mode");
+        let db = self.fresh_db().await?;
+        db.client
+            .batch_execute(
+                "CREATE TABLE bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL DEFAULT 0);
+                 CREATE TABLE bench_tellers (id int PRIMARY KEY, balance bigint NOT NULL DEFAULT 0);
+                 CREATE TABLE bench_history (id bigserial PRIMARY KEY, account int, teller int, delta int,
+                                             at timestamptz DEFAULT now());
+                 INSERT INTO bench_accounts (id) SELECT generate_series(1, 100000);
+                 INSERT INTO bench_tellers (id) SELECT generate_series(1, 100);",
+            )
+            .await?;
+        // Not in the batch above: VACUUM cannot run inside its implicit transaction.
+        db.client
+            .batch_execute("VACUUM ANALYZE bench_accounts, bench_tellers")
+            .await?;
+        let org = Uuid::new_v4();
+        let mut modes = Vec::new();
+        for (name, emit, notify) in [
+            ("no outbox", false, false),
+            ("emit, NOTIFY off", true, false),
+            ("emit, NOTIFY on", true, true),
+        ] {
+            db.client
+                .execute(
+                    "SELECT setval('outbox.wakeup_notify', $1)",
+                    &[&(notify as i64)],
+                )
+                .await?;
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            let mut clients = Vec::new();
+            for client_index in 0..CLIENTS {
+                let mut client = webhookd::db::connect_single(&db.url).await?;
+                clients.push(tokio::spawn(async move {
+                    let mut done = 0u64;
+                    let mut i = client_index as i32;
+                    while Instant::now() < deadline {
+                        i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345) & 0x7fff_ffff;
+                        let (account, teller) = (i % 100_000 + 1, i % 100 + 1);
+                        let Ok(tx) = client.transaction().await else { break };
+                        let step = async {
+                            tx.execute("UPDATE bench_accounts SET balance = balance + 1 WHERE id = $1", &[&account]).await?;
+                            tx.execute("UPDATE bench_tellers SET balance = balance + 1 WHERE id = $1", &[&teller]).await?;
+                            tx.execute(
+                                "INSERT INTO bench_history (account, teller, delta) VALUES ($1, $2, 1)",
+                                &[&account, &teller],
+                            )
+                            .await?;
+                            if emit {
+                                let data = json!({"id": format!("v{account}"), "post_id": format!("p{teller}")});
+                                tx.execute("SELECT outbox.emit($1, 'vote.created', $2)", &[&org, &data]).await?;
+                            }
+                            Ok::<_, tokio_postgres::Error>(())
+                        };
+                        if step.await.is_err() || tx.commit().await.is_err() {
+                            break;
+                        }
+                        done += 1;
+                    }
+                    done
+                }));
+            }
+            let mut total = 0;
+            for client in clients {
+                total += client.await?;
+            }
+            let tps = total as f64 / seconds as f64;
+            println!("  {name:<28} {tps:>8.0} TPS");
+            modes.push((name, tps));
+        }
+        db.client
+            .execute("SELECT setval('outbox.wakeup_notify', 1)", &[])
+            .await?;
+        let base = modes[0].1;
+        for (name, tps) in &modes[1..] {
+            println!(
+                "  {name:<28} {:>7.1} % TPS compared with no outbox",
+                (tps / base - 1.0) * 100.0
+            );
+        }
+        db.drop_database().await;
+        Ok(json!({
+            "scenario": "producer",
+            "clients": CLIENTS,
+            "seconds_per_mode": seconds,
+            "tps": {"no_outbox": modes[0].1.round(), "emit_notify_off": modes[1].1.round(), "emit_notify_on": modes[2].1.round()},
+            "overhead_percent": {
+                "notify_off": round3((1.0 - modes[1].1 / base) * 100.0),
+                "notify_on": round3((1.0 - modes[2].1 / base) * 100.0),
+            },
         }))
     }
 }
