@@ -16,11 +16,18 @@ use crate::error::{Error, Result};
 pub const DATABASE_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Migrations in order; the number is the version recorded.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "outbox schema",
-    include_str!("../../sql/migrations/0001_outbox.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "outbox schema",
+        include_str!("../../sql/migrations/0001_outbox.sql"),
+    ),
+    (
+        2,
+        "dashboard views and role",
+        include_str!("../../sql/migrations/0002_dashboard.sql"),
+    ),
+];
 
 /// The schema version this binary needs.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

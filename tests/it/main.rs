@@ -5,6 +5,7 @@ mod harness;
 
 mod api;
 mod cli;
+mod dashboard;
 mod delivery;
 mod fencing;
 mod management;
