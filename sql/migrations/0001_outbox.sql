@@ -199,8 +199,8 @@ CREATE TABLE outbox.webhooks (
     last_failure_reason text
 );
 
-CREATE INDEX webhooks_active_by_organization ON outbox.webhooks (organization_id)
-    WHERE status = 'active';
+-- Fan-out (active webhooks of an organization) and the dashboard (all of them).
+CREATE INDEX webhooks_by_organization ON outbox.webhooks (organization_id);
 
 CREATE TABLE outbox.deliveries (
     id              uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
