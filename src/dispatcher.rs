@@ -99,8 +99,16 @@ impl Dispatcher {
                 .clone();
             let signer = signers.get(&delivery.webhook_id).cloned();
             self.parts.in_flight.start(&delivery, claim.token);
-            let span = info_span!("delivery", webhook_id = %delivery.webhook_id,
-                                  delivery_id = %delivery.id, attempt = delivery.attempt);
+            // One span per attempt; outcome and duration are filled in when
+            // it ends, so every line logged inside carries them too.
+            let span = info_span!(
+                "delivery",
+                webhook_id = %delivery.webhook_id,
+                delivery_id = %delivery.id,
+                attempt = delivery.attempt,
+                outcome = tracing::field::Empty,
+                duration_ms = tracing::field::Empty,
+            );
             let this = Arc::clone(self);
             let token = claim.token;
             tasks.spawn(
@@ -160,6 +168,9 @@ impl Dispatcher {
             }
         };
         let elapsed_ms = duration.as_millis() as u64;
+        let span = tracing::Span::current();
+        span.record("outcome", outcome.code.as_str());
+        span.record("duration_ms", elapsed_ms);
         match (&outcome.reason, next) {
             (None, _) => debug!(
                 outcome = outcome.code.as_str(),
