@@ -20,23 +20,7 @@ async fn daemon_with_api(
     args: RunArgs,
     token: Option<&str>,
 ) -> (DaemonHandle, SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut config = app.config(&RunArgs {
-        admin_addr: admin,
-        ..args
-    });
-    config.admin_token = token.map(str::to_string);
-    let daemon = app.spawn_daemon(config);
-    wait_until("the admin address answers", WAIT, || async {
-        tokio::net::TcpStream::connect(admin).await.is_ok()
-    })
-    .await;
-    (daemon, admin)
+    app.spawn_daemon_with_admin(args, token).await
 }
 
 /// One HTTP/1.1 request; returns status and JSON body (Null when empty).
@@ -47,19 +31,14 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
+    let headers = match token {
+        Some(token) => {
+            format!("Authorization: Bearer {token}\r\nContent-Type: application/json\r\n")
+        }
+        None => "Content-Type: application/json\r\n".to_string(),
+    };
+    let response = crate::harness::http_request(admin, method, path, &headers, &body).await;
     let status: u16 = response[9..12].parse().unwrap();
     let text = response
         .split_once("\r\n\r\n")

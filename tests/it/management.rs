@@ -193,30 +193,16 @@ async fn redeliver_puts_a_failed_delivery_back_with_the_same_id_and_body() {
     assert!(matches!(unknown, webhookd::Error::NotFound(_)), "{unknown}");
 }
 
-/// A plain HTTP/1.1 GET; returns status line and body.
 async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
+    crate::harness::http_request(address, "GET", path, "", "").await
 }
 
 #[tokio::test]
 async fn healthz_answers_and_readyz_reports_ready_once_listen_is_active() {
     let app = TestApp::new().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let daemon = app.spawn_daemon(app.config(&RunArgs {
-        admin_addr: admin,
-        ..test_args()
-    }));
+    let (daemon, admin) = app
+        .spawn_daemon_with_admin(RunArgs { ..test_args() }, None)
+        .await;
     wait_until("/readyz says ready", WAIT, || async {
         match tokio::net::TcpStream::connect(admin).await {
             Ok(_) => http_get(admin, "/readyz").await.starts_with("HTTP/1.1 200"),
@@ -244,17 +230,15 @@ async fn metrics_count_attempts_by_outcome_and_report_the_queue() {
     let org = Uuid::new_v4();
     app.create_webhook(org, &healthy.url("/ok")).await;
     app.create_webhook(org, &broken.url("/down")).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let daemon = app.spawn_daemon(app.config(&RunArgs {
-        admin_addr: admin,
-        retry_base_delay: Duration::from_secs(600),
-        ..test_args()
-    }));
+    let (daemon, admin) = app
+        .spawn_daemon_with_admin(
+            RunArgs {
+                retry_base_delay: Duration::from_secs(600),
+                ..test_args()
+            },
+            None,
+        )
+        .await;
     app.emit(org, "vote.deleted", sample(EventType::VoteDeleted))
         .await;
     app.wait_for_deliveries("status = 'delivered'", 1).await;

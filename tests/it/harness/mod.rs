@@ -199,6 +199,35 @@ impl TestApp {
         .await;
     }
 
+    /// Runs the daemon with its admin address on a free port (and the
+    /// management API when `admin_token` is given); returns once the address
+    /// answers.
+    pub async fn spawn_daemon_with_admin(
+        &self,
+        args: RunArgs,
+        admin_token: Option<&str>,
+    ) -> (DaemonHandle, std::net::SocketAddr) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let admin: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut config = self.config(&RunArgs {
+            admin_addr: admin,
+            ..args
+        });
+        config.admin_token = admin_token.map(str::to_string);
+        let daemon = self.spawn_daemon(config);
+        wait_until(
+            "the admin address answers",
+            Duration::from_secs(20),
+            || async { tokio::net::TcpStream::connect(admin).await.is_ok() },
+        )
+        .await;
+        (daemon, admin)
+    }
+
     /// Runs the daemon in-process until the handle is stopped.
     pub fn spawn_daemon(&self, config: DaemonConfig) -> DaemonHandle {
         let (trigger, shutdown) = shutdown::channel();
@@ -255,4 +284,26 @@ pub fn expected_signature(secret: &str, body: &[u8]) -> String {
 /// A valid `data` object for each event type.
 pub fn sample(event: webhookd::EventType) -> serde_json::Value {
     webhookd::demo::sample_data(event, 7)
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns the whole response
+/// (status line, headers, body).
+pub async fn http_request(
+    address: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    extra_headers: &str,
+    body: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra_headers}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
 }
