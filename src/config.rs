@@ -34,9 +34,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         _ => {
             return Err(format!(
-                "unknown unit \"{unit}\" in \"{text}\": use ms, s, m or h"
+                "unknown unit \"{unit}\" in \"{text}\": use ms, s, m, h or d"
             ))
         }
     };
@@ -52,6 +53,18 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
         return Err("must be greater than zero".to_string());
     }
     Ok(duration)
+}
+
+/// How long finished events are kept; `None` keeps them forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPeriod(pub Option<Duration>);
+
+/// A retention period, or `off` to keep everything.
+fn retention(text: &str) -> Result<RetentionPeriod, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(RetentionPeriod(None));
+    }
+    positive_duration(text).map(|keep| RetentionPeriod(Some(keep)))
 }
 
 /// `webhookd run` flags; each also reads `WEBHOOKD_<NAME>`.
@@ -100,6 +113,10 @@ pub struct RunArgs {
     /// PEM file of extra trusted root certificates (the system roots stay trusted).
     #[arg(long, env = "WEBHOOKD_EXTRA_CA_FILE", value_name = "PATH")]
     pub extra_ca_file: Option<std::path::PathBuf>,
+    /// Delete events (with their deliveries and attempts) this long after
+    /// they were emitted, once every delivery is finished; `off` keeps all.
+    #[arg(long, env = "WEBHOOKD_RETENTION", default_value = "30d", value_parser = retention, value_name = "DURATION|off", allow_hyphen_values = true)]
+    pub retention: RetentionPeriod,
     /// Database connections in the pool.
     #[arg(long, env = "WEBHOOKD_DB_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=200))]
     pub db_pool_size: u32,
@@ -156,6 +173,10 @@ impl RunArgs {
             pool_size: self.db_pool_size as usize,
             admin_addr: self.admin_addr,
             admin_token: None,
+            retention: crate::maintenance::retention::RetentionConfig {
+                keep: self.retention.0,
+                ..Default::default()
+            },
         })
     }
 }
@@ -175,6 +196,7 @@ impl Default for RunArgs {
             max_in_flight_per_webhook: crate::claimer::MAX_IN_FLIGHT_PER_WEBHOOK_DEFAULT as u32,
             shutdown_grace: Duration::from_secs(20),
             extra_ca_file: None,
+            retention: RetentionPeriod(Some(Duration::from_secs(30 * 86_400))),
             db_pool_size: 8,
         }
     }
@@ -255,7 +277,13 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("-5s").unwrap_err().contains("negative"));
         assert!(parse_duration("60").unwrap_err().contains("no unit"));
-        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("5w").unwrap_err().contains("unknown unit"));
+        assert_eq!(retention("off"), Ok(RetentionPeriod(None)));
+        assert_eq!(
+            retention("1h"),
+            Ok(RetentionPeriod(Some(Duration::from_secs(3600))))
+        );
         assert!(positive_duration("0s").is_err());
     }
 

@@ -55,6 +55,8 @@ pub struct DaemonConfig {
     pub admin_addr: std::net::SocketAddr,
     /// `WEBHOOKD_ADMIN_TOKEN`: enables the management API.
     pub admin_token: Option<String>,
+    /// How long finished events are kept.
+    pub retention: crate::maintenance::retention::RetentionConfig,
 }
 
 /// Shared signals between the loop, the notifier and the send tasks.
@@ -95,6 +97,10 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         metrics.clone(),
     );
     let notifier_task = tokio::spawn(notifier.run(shutdown.clone()));
+    let retention_task = tokio::spawn(
+        crate::maintenance::retention::Retention::new(config.retention, pool.clone())
+            .run(shutdown.clone()),
+    );
     crate::admin::serve(
         config.admin_addr,
         crate::admin::Readiness {
@@ -193,6 +199,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
     // of the results channel: the completer now flushes and returns.
     let _ = completer_task.await;
     notifier_task.abort();
+    retention_task.abort();
     info!("webhookd stopped");
     Ok(())
 }

@@ -131,7 +131,8 @@ CREATE TABLE outbox.events (
 );
 
 CREATE INDEX events_awaiting_fanout ON outbox.events (seq) WHERE fanned_out_at IS NULL;
-CREATE INDEX events_organization ON outbox.events (organization_id, occurred_at);
+-- Retention deletes the oldest events first.
+CREATE INDEX events_by_time ON outbox.events (occurred_at);
 
 CREATE FUNCTION outbox.events_validate() RETURNS trigger
 LANGUAGE plpgsql AS $$

@@ -377,3 +377,39 @@ pub async fn webhook_secrets(
         .map(|row| (row.get(0), row.get(1), row.get(2)))
         .collect())
 }
+
+/// The advisory lock that lets only one replica sweep at a time.
+pub const RETENTION_LOCK: i64 = 0x7265_7465_6e74_696f; // "retentio"
+
+/// Deletes one batch of expired, finished events (and, by cascade, their
+/// deliveries and attempts). `None` when another replica holds the sweep.
+pub async fn delete_expired_events(
+    client: &mut deadpool_postgres::Client,
+    keep: Duration,
+    batch: i64,
+) -> Result<Option<u64>> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|err| Error::db("starting retention", err))?;
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RETENTION_LOCK])
+        .await
+        .map_err(|err| Error::db("taking the retention lock", err))?
+        .get(0);
+    if !locked {
+        return Ok(None);
+    }
+    let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+    let deleted = tx
+        .execute(
+            include_str!("../../sql/queries/retention_delete.sql"),
+            &[&keep_ms, &batch],
+        )
+        .await
+        .map_err(|err| Error::db("deleting expired events", err))?;
+    tx.commit()
+        .await
+        .map_err(|err| Error::db("committing retention", err))?;
+    Ok(Some(deleted))
+}

@@ -1,0 +1,3 @@
+//! Sweepers that keep the tables small; one file each.
+
+pub mod retention;
