@@ -22,11 +22,12 @@ struct Args {
     /// PostgreSQL server; each scenario works in a database it creates and drops.
     #[arg(long, env = "DATABASE_URL", default_value = webhookd::db::DATABASE_URL_DEFAULT, hide_env_values = true)]
     database_url: String,
-    /// Comma-separated scenarios: throughput, fanout, latency, isolation, replicas, producer.
+    /// Comma-separated scenarios: throughput, fanout, latency, isolation, replicas, producer,
+    /// backlog, soak.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,fanout,latency,isolation,replicas,producer"
+        default_value = "throughput,fanout,latency,isolation,replicas,producer,backlog,soak"
     )]
     scenarios: Vec<String>,
     /// Smaller sizes, for a quick look (about a minute).
@@ -78,6 +79,8 @@ async fn main() -> std::process::ExitCode {
             "isolation" => bench.isolation(&sizes).await,
             "replicas" => bench.replicas(&sizes).await,
             "producer" => bench.producer(&sizes).await,
+            "backlog" => bench.backlog(&sizes).await,
+            "soak" => bench.soak(&sizes).await,
             other => Err(format!("unknown scenario {other}").into()),
         };
         match outcome {

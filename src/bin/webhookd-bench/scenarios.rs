@@ -26,6 +26,10 @@ pub struct Sizes {
     isolation_events: i64,
     replica_events: i64,
     producer_seconds: u64,
+    backlogs: [i64; 2],
+    backlog_measured: u64,
+    soak_seconds: u64,
+    soak_rate: u64,
 }
 
 impl Sizes {
@@ -40,6 +44,10 @@ impl Sizes {
             isolation_events: 5_000,
             replica_events: 50_000,
             producer_seconds: 10,
+            backlogs: [10_000, 1_000_000],
+            backlog_measured: 20_000,
+            soak_seconds: 600,
+            soak_rate: 3_500,
         }
     }
 
@@ -54,6 +62,10 @@ impl Sizes {
             isolation_events: 2_000,
             replica_events: 10_000,
             producer_seconds: 3,
+            backlogs: [10_000, 100_000],
+            backlog_measured: 5_000,
+            soak_seconds: 60,
+            soak_rate: 1_000,
         }
     }
 }
@@ -611,4 +623,176 @@ async fn wait_for_ok(tally: &Tally, expected: u64, limit: Duration) -> BenchResu
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+impl Bench {
+    /// 5. Backlog: claim time and delivery rate with a small and a large
+    /// number of pending deliveries.
+    pub async fn backlog(&self, sizes: &Sizes) -> BenchResult<serde_json::Value> {
+        println!(
+            "backlog: claim time and the rate of the first {} deliveries, with {} and {} pending",
+            sizes.backlog_measured, sizes.backlogs[0], sizes.backlogs[1]
+        );
+        let mut runs = Vec::new();
+        for pending in sizes.backlogs {
+            let db = self.fresh_db().await?;
+            let org = Uuid::new_v4();
+            let webhook = self.webhook(&db, org, "/ok").await?;
+            // Straight into the tables: the scenario is about the queue, and
+            // fan-out of a million events would dominate the setup.
+            db.client
+                .batch_execute("ALTER TABLE outbox.events DISABLE TRIGGER events_notify")
+                .await?;
+            self.fill(&db, org, pending).await?;
+            db.client
+                .execute(
+                    "WITH fanned AS (UPDATE outbox.events SET fanned_out_at = now() RETURNING id, organization_id)
+                     INSERT INTO outbox.deliveries (event_id, webhook_id, organization_id)
+                     SELECT id, $1, organization_id FROM fanned",
+                    &[&webhook],
+                )
+                .await?;
+            db.client
+                .batch_execute("ALTER TABLE outbox.events ENABLE TRIGGER events_notify")
+                .await?;
+            db.client
+                .batch_execute("VACUUM ANALYZE outbox.events, outbox.deliveries")
+                .await?;
+            let claim_ms = claim_time(&db.url).await?;
+            let drained = self.drain(&db, 1, sizes.backlog_measured, &[]).await?;
+            println!(
+                "  {pending:>9} pending: claim {claim_ms:.2} ms (median of 5, EXPLAIN ANALYZE)"
+            );
+            drained.print(&format!("{pending} pending"));
+            runs.push(
+                json!({"pending": pending, "claim_ms": round3(claim_ms), "result": drained.json()}),
+            );
+            db.drop_database().await;
+        }
+        Ok(json!({"scenario": "backlog", "runs": runs}))
+    }
+
+    /// 6. Soak: a steady rate for a long time with a short retention; dead
+    /// tuples and table sizes sampled as it goes.
+    pub async fn soak(&self, sizes: &Sizes) -> BenchResult<serde_json::Value> {
+        let (seconds, rate) = (sizes.soak_seconds, sizes.soak_rate);
+        println!("soak: {rate} events/s for {seconds}s, 1 webhook, --retention 1m; table sizes every {}s", seconds / 10);
+        let db = self.fresh_db().await?;
+        let org = Uuid::new_v4();
+        self.webhook(&db, org, "/ok").await?;
+        self.sink.tally.reset();
+        let daemon = Daemon::spawn(&db.url, &self.key, &["--retention", "1m"])?;
+        let producer = webhookd::db::connect_single(&db.url).await?;
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let per_tick = (rate / 10) as i64;
+        let mut samples = Vec::new();
+        let mut next_sample = Duration::ZERO;
+        let mut produced = 0i64;
+        while started.elapsed() < Duration::from_secs(seconds) {
+            tick.tick().await;
+            producer
+                .execute(
+                    "INSERT INTO outbox.events (organization_id, event, data)
+                     SELECT $1, 'vote.created', jsonb_build_object('id', 'v' || i, 'post_id', 'p')
+                     FROM generate_series($2::bigint, $3::bigint) AS i",
+                    &[&org, &(produced + 1), &(produced + per_tick)],
+                )
+                .await?;
+            produced += per_tick;
+            if started.elapsed() >= next_sample {
+                let sample = table_sample(&db.client).await?;
+                println!(
+                    "  t={:>4}s delivered {:>8}  live/dead tuples: deliveries {}/{} events {}/{} attempts {}/{}  total size {:.1} MiB",
+                    started.elapsed().as_secs(),
+                    self.sink.tally.ok.load(Ordering::Relaxed),
+                    sample["deliveries"]["live"], sample["deliveries"]["dead"],
+                    sample["events"]["live"], sample["events"]["dead"],
+                    sample["delivery_attempts"]["live"], sample["delivery_attempts"]["dead"],
+                    sample["total_mib"].as_f64().unwrap_or(0.0)
+                );
+                samples.push(json!({"t": started.elapsed().as_secs(), "tables": sample}));
+                next_sample += Duration::from_secs((seconds / 10).max(1));
+            }
+        }
+        let usage = daemon.stop().await;
+        println!(
+            "  produced {produced}, delivered {}; daemon CPU {:.1}s, peak RSS {:.1} MiB",
+            self.sink.tally.ok.load(Ordering::Relaxed),
+            usage.cpu_seconds,
+            usage.peak_rss_mib
+        );
+        db.drop_database().await;
+        Ok(json!({
+            "scenario": "soak",
+            "seconds": seconds,
+            "rate": rate,
+            "produced": produced,
+            "delivered": self.sink.tally.ok.load(Ordering::Relaxed),
+            "daemon_cpu_seconds": round3(usage.cpu_seconds),
+            "daemon_peak_rss_mib": round3(usage.peak_rss_mib),
+            "samples": samples,
+        }))
+    }
+}
+
+/// Median execution time of the daemon's claim statement, planned as the
+/// daemon's sessions plan it, in a transaction that is rolled back.
+async fn claim_time(url: &str) -> BenchResult<f64> {
+    let mut client = webhookd::db::connect_single(url).await?;
+    client.batch_execute("SET enable_bitmapscan = off").await?;
+    let claim = include_str!("../../../sql/queries/claim.sql");
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let tx = client.transaction().await?;
+        let statement = tx
+            .prepare(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {claim}"))
+            .await?;
+        let lease: i64 = 90_000;
+        let (none, free): (Vec<Uuid>, Vec<i32>) = (Vec::new(), Vec::new());
+        let row = tx
+            .query_one(
+                &statement,
+                &[
+                    &128i64,
+                    &256i64,
+                    &false,
+                    &none,
+                    &free,
+                    &8i32,
+                    &lease,
+                    &Uuid::new_v4(),
+                ],
+            )
+            .await?;
+        let plan: serde_json::Value = row.get(0);
+        times.push(plan[0]["Execution Time"].as_f64().unwrap_or(f64::NAN));
+        tx.rollback().await?;
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok(times[2])
+}
+
+/// Live and dead tuples and total sizes of the queue's tables.
+async fn table_sample(client: &tokio_postgres::Client) -> BenchResult<serde_json::Value> {
+    let rows = client
+        .query(
+            "SELECT relname, n_live_tup, n_dead_tup, pg_total_relation_size(relid)::float8 / 1048576 AS mib
+             FROM pg_stat_user_tables WHERE schemaname = 'outbox'
+               AND relname IN ('events', 'deliveries', 'delivery_attempts')",
+            &[],
+        )
+        .await?;
+    let mut sample = serde_json::Map::new();
+    let mut total = 0.0;
+    for row in rows {
+        let mib: f64 = row.get("mib");
+        total += mib;
+        sample.insert(
+            row.get::<_, String>("relname"),
+            json!({"live": row.get::<_, i64>("n_live_tup"), "dead": row.get::<_, i64>("n_dead_tup"), "mib": round3(mib)}),
+        );
+    }
+    sample.insert("total_mib".to_string(), json!(round3(total)));
+    Ok(serde_json::Value::Object(sample))
 }
