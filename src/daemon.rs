@@ -97,6 +97,10 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         metrics.clone(),
     );
     let notifier_task = tokio::spawn(notifier.run(shutdown.clone()));
+    let vacuum_task = tokio::spawn(
+        crate::maintenance::vacuum::Vacuum::new(Default::default(), pool.clone())
+            .run(shutdown.clone()),
+    );
     let retention_task = tokio::spawn(
         crate::maintenance::retention::Retention::new(config.retention, pool.clone())
             .run(shutdown.clone()),
@@ -200,6 +204,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
     let _ = completer_task.await;
     notifier_task.abort();
     retention_task.abort();
+    vacuum_task.abort();
     info!("webhookd stopped");
     Ok(())
 }

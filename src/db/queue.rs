@@ -413,3 +413,50 @@ pub async fn delete_expired_events(
         .map_err(|err| Error::db("committing retention", err))?;
     Ok(Some(deleted))
 }
+
+/// A queue table's vacuum state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VacuumCandidate {
+    /// `deliveries`, `events` or `delivery_attempts`.
+    pub name: String,
+    /// Live tuples (estimate).
+    pub live: i64,
+    /// Dead tuples (estimate).
+    pub dead: i64,
+    /// Whether autovacuum is on for the server.
+    pub autovacuum_on: bool,
+    /// Since the last vacuum of any kind.
+    pub seconds_since_vacuum: f64,
+}
+
+/// The queue tables' vacuum state.
+pub async fn vacuum_candidates(client: &impl GenericClient) -> Result<Vec<VacuumCandidate>> {
+    let rows = client
+        .query(include_str!("../../sql/queries/vacuum_candidates.sql"), &[])
+        .await
+        .map_err(|err| Error::db("reading vacuum statistics", err))?;
+    Ok(rows
+        .iter()
+        .map(|row| VacuumCandidate {
+            name: row.get("relname"),
+            live: row.get("n_live_tup"),
+            dead: row.get("n_dead_tup"),
+            autovacuum_on: row.get("autovacuum_on"),
+            seconds_since_vacuum: row.get("seconds_since_vacuum"),
+        })
+        .collect())
+}
+
+/// `VACUUM (SKIP_LOCKED, ANALYZE)` of one queue table (outside any
+/// transaction, as VACUUM requires).
+pub async fn vacuum(client: &deadpool_postgres::Client, table: &str) -> Result<()> {
+    // Only the queue's own tables, never a name from elsewhere.
+    let table = match table {
+        "deliveries" | "events" | "delivery_attempts" => table,
+        other => return Err(Error::Other(format!("refusing to vacuum {other}"))),
+    };
+    client
+        .batch_execute(&format!("VACUUM (SKIP_LOCKED, ANALYZE) outbox.{table}"))
+        .await
+        .map_err(|err| Error::db(format!("vacuuming outbox.{table}"), err))
+}

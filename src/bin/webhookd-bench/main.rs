@@ -33,6 +33,12 @@ struct Args {
     /// Smaller sizes, for a quick look (about a minute).
     #[arg(long)]
     quick: bool,
+    /// Soak: events per second (default: 3,500, or 1,000 with --quick).
+    #[arg(long)]
+    soak_rate: Option<u64>,
+    /// Soak: how long, in seconds (default: 600, or 60 with --quick).
+    #[arg(long)]
+    soak_seconds: Option<u64>,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -63,11 +69,12 @@ async fn main() -> std::process::ExitCode {
     bench.sink.tally.reset();
     println!("machine: {} cores; receiver capacity: {capacity:.0} requests/s (64 keep-alive clients in-process)\n", process::cores());
 
-    let sizes = if args.quick {
+    let mut sizes = if args.quick {
         scenarios::Sizes::quick()
     } else {
         scenarios::Sizes::full()
     };
+    sizes.override_soak(args.soak_rate, args.soak_seconds);
     let mut results = vec![
         serde_json::json!({"scenario": "receiver_capacity", "requests_per_second": capacity.round()}),
     ];

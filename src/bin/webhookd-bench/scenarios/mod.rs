@@ -53,6 +53,12 @@ impl Sizes {
         }
     }
 
+    /// Replaces the soak's rate and length where given.
+    pub fn override_soak(&mut self, rate: Option<u64>, seconds: Option<u64>) {
+        self.soak_rate = rate.unwrap_or(self.soak_rate);
+        self.soak_seconds = seconds.unwrap_or(self.soak_seconds);
+    }
+
     /// About a minute in all.
     pub fn quick() -> Sizes {
         Sizes {
