@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "dashboard views and role",
         include_str!("../../sql/migrations/0002_dashboard.sql"),
     ),
+    (
+        3,
+        "cheaper emit",
+        include_str!("../../sql/migrations/0003_cheaper_emit.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.

@@ -682,3 +682,130 @@ async fn migrate_run_concurrently_and_repeatedly_succeeds_and_reaches_the_curren
     .await
     .expect("emit after migrate");
 }
+
+/// Every field name EVENTS.md uses, for the cross-check below.
+const EVENT_FIELDS: &[&str] = &[
+    "id",
+    "title",
+    "details",
+    "board_id",
+    "board_name",
+    "owner_id",
+    "category_id",
+    "eta",
+    "changed_fields",
+    "tag_id",
+    "tag_name",
+    "status_id",
+    "status_group_code",
+    "status_name",
+    "previous_status_id",
+    "previous_status_group_code",
+    "post_id",
+    "content",
+    "author_id",
+    "parent_id",
+    "post_title",
+    "user_id",
+];
+
+#[tokio::test]
+async fn the_fast_validity_check_never_accepts_what_the_full_validator_refuses() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    // The full validator raises; this turns its verdict into a boolean.
+    client
+        .batch_execute(
+            "CREATE FUNCTION pg_temp.full_check(e text, d jsonb) RETURNS boolean
+             LANGUAGE plpgsql AS $$
+             BEGIN
+                 PERFORM outbox.validate_event(e, d);
+                 RETURN true;
+             EXCEPTION WHEN invalid_parameter_value THEN
+                 RETURN false;
+             END $$",
+        )
+        .await
+        .unwrap();
+    let values = [
+        json!(null),
+        json!(""),
+        json!("x"),
+        json!("open"),
+        json!(1),
+        json!(true),
+        json!([]),
+        json!(["a"]),
+        json!([1]),
+        json!({}),
+    ];
+    let mut events = Vec::new();
+    let mut datas = Vec::new();
+    for event in EventType::ALL {
+        let base = sample(event);
+        events.push(event.as_str().to_string());
+        datas.push(base.clone());
+        for field in EVENT_FIELDS {
+            let mut removed = base.clone();
+            removed.as_object_mut().unwrap().remove(*field);
+            events.push(event.as_str().to_string());
+            datas.push(removed);
+            for value in &values {
+                let mut changed = base.clone();
+                changed[*field] = value.clone();
+                events.push(event.as_str().to_string());
+                datas.push(changed);
+            }
+        }
+        for not_an_object in [json!(null), json!([]), json!("x"), json!(3)] {
+            events.push(event.as_str().to_string());
+            datas.push(not_an_object);
+        }
+        let mut big = base.clone();
+        big["details"] = json!("x".repeat(DATA_LIMIT));
+        events.push(event.as_str().to_string());
+        datas.push(big);
+    }
+    events.push("post.published".to_string());
+    datas.push(json!({"id": "p1", "title": "t"}));
+
+    let rows = client
+        .query(
+            "SELECT c.e, c.d::text, outbox.event_is_valid(c.e, c.d) AS fast, pg_temp.full_check(c.e, c.d) AS full
+             FROM unnest($1::text[], $2::jsonb[]) AS c(e, d)",
+            &[&events, &datas],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), events.len());
+    let (mut fast_accepted, mut full_accepted) = (0, 0);
+    for row in &rows {
+        let fast: Option<bool> = row.get("fast");
+        let full: bool = row.get("full");
+        let data: Option<String> = row.get(1);
+        let data = data.unwrap_or_default();
+        assert!(
+            fast != Some(true) || full,
+            "the fast check accepts {} {} that the validator refuses",
+            row.get::<_, String>(0),
+            &data[..data.len().min(300)]
+        );
+        fast_accepted += usize::from(fast == Some(true));
+        full_accepted += usize::from(full);
+    }
+    // The fast check is what keeps emit cheap: every sample, and most valid
+    // variations of it, must pass it without the full validator.
+    for (index, event) in EventType::ALL.iter().enumerate() {
+        let first_of_event = index * (1 + EVENT_FIELDS.len() * (values.len() + 1) + 5);
+        assert_eq!(
+            rows[first_of_event].get::<_, Option<bool>>("fast"),
+            Some(true),
+            "{}: its sample data should pass the fast check",
+            event.as_str()
+        );
+    }
+    assert!(
+        fast_accepted * 10 >= full_accepted * 9,
+        "the fast check accepted {fast_accepted} of the {full_accepted} valid cases"
+    );
+}
