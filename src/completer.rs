@@ -39,6 +39,15 @@ impl Default for CompleterConfig {
     }
 }
 
+/// Whom the completer tells about a write.
+pub struct CompleterSignals {
+    /// After every write: results no longer count against `--max-in-flight`.
+    pub recorded: std::sync::Arc<Notify>,
+    /// After a write that scheduled a retry: it may be due before the claim
+    /// loop's planned wake-up.
+    pub retry_scheduled: std::sync::Arc<Notify>,
+}
+
 /// What one write did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CompleteOutcome {
@@ -52,19 +61,17 @@ pub struct CompleteOutcome {
 pub struct Completer {
     config: CompleterConfig,
     pool: Pool,
-    /// Notified after each write: new due times may be earlier than the
-    /// claim loop's planned wake-up.
-    written: std::sync::Arc<Notify>,
+    signals: CompleterSignals,
     metrics: std::sync::Arc<Metrics>,
     in_flight: std::sync::Arc<InFlight>,
 }
 
 impl Completer {
-    /// A completer over this pool; `written` is notified after every write.
+    /// A completer over this pool, telling the claim loop through `signals`.
     pub fn new(
         config: CompleterConfig,
         pool: Pool,
-        written: std::sync::Arc<Notify>,
+        signals: CompleterSignals,
         metrics: std::sync::Arc<Metrics>,
         in_flight: std::sync::Arc<InFlight>,
     ) -> Self {
@@ -73,7 +80,7 @@ impl Completer {
             metrics,
             config,
             pool,
-            written,
+            signals,
         }
     }
 
@@ -102,8 +109,14 @@ impl Completer {
             // Written or given up on: either way no longer this replica's to
             // re-send after a crash, so the claim may take more.
             self.in_flight.recorded(batch.len());
+            if batch
+                .iter()
+                .any(|record| matches!(record.next, NextStatus::RetryIn(_)))
+            {
+                self.signals.retry_scheduled.notify_one();
+            }
+            self.signals.recorded.notify_one();
             batch.clear();
-            self.written.notify_one();
         }
     }
 

@@ -19,7 +19,7 @@ use crate::completer::{Completer, CompleterConfig};
 use crate::db;
 use crate::dispatcher::{Dispatcher, DispatcherParts};
 use crate::error::{Error, Result};
-use crate::fanout::{FanOut, FanOutConfig};
+use crate::fanout::{FanOut, FanOutConfig, FanOutPump, FanOutRound};
 use crate::metrics::Metrics;
 use crate::notifier::{IdleStep, Notifier, NotifierConfig, WakeupSwitch};
 use crate::retry::RetryPolicy;
@@ -63,8 +63,10 @@ pub struct DaemonConfig {
 struct Signals {
     /// NOTIFY arrived, or the notifier reconnected.
     wake: Arc<Notify>,
-    /// An in-flight delivery finished.
+    /// An in-flight delivery finished: its webhook has a free slot.
     slot_freed: Arc<Notify>,
+    /// The completer wrote a batch: that much global capacity is back.
+    recorded: Arc<Notify>,
     /// LISTEN is active (for readiness).
     listening: Arc<AtomicBool>,
 }
@@ -81,6 +83,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
     let signals = Signals {
         wake: Arc::new(Notify::new()),
         slot_freed: Arc::new(Notify::new()),
+        recorded: Arc::new(Notify::new()),
         listening: Arc::new(AtomicBool::new(false)),
     };
     let metrics = Arc::new(Metrics::new());
@@ -135,7 +138,10 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         Completer::new(
             config.completer,
             pool.clone(),
-            signals.wake.clone(),
+            crate::completer::CompleterSignals {
+                recorded: signals.recorded.clone(),
+                retry_scheduled: signals.wake.clone(),
+            },
             metrics.clone(),
             in_flight.clone(),
         )
@@ -153,8 +159,10 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         slot_freed: signals.slot_freed.clone(),
         metrics: metrics.clone(),
     });
+    let fanout = FanOut::new(config.fanout, pool.clone());
     let main_loop = MainLoop {
-        fanout: FanOut::new(config.fanout, pool.clone()),
+        pump: FanOutPump::new(fanout.clone(), signals.wake.clone(), metrics.clone()),
+        fanout,
         claimer: Claimer::new(config.claimer, pool.clone()),
         dispatcher,
         in_flight: in_flight.clone(),
@@ -211,6 +219,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
 
 struct MainLoop {
     fanout: FanOut,
+    pump: FanOutPump,
     claimer: Claimer,
     dispatcher: Arc<Dispatcher>,
     in_flight: Arc<InFlight>,
@@ -232,7 +241,7 @@ impl MainLoop {
                 self.sender.prune_idle_connections();
                 last_prune = tokio::time::Instant::now();
             }
-            let sleep = match self.tick(tasks, &mut switch).await {
+            let sleep = match self.tick(tasks, &mut switch, &shutdown).await {
                 Ok(Tick::Again) => {
                     error_delay = Duration::from_millis(100);
                     continue;
@@ -244,24 +253,14 @@ impl MainLoop {
                 Err(err) => {
                     warn!(error = %err.one_line(), retry_in_ms = error_delay.as_millis() as u64,
                           "delivery loop error; retrying");
-                    let sleep = error_delay;
+                    let sleep = Sleep::only(error_delay);
                     error_delay = (error_delay * 2).min(Duration::from_secs(5));
                     // Whatever state the switch is in, find out again after an error.
                     switch = WakeupSwitch::default();
                     sleep
                 }
             };
-            let slot_freed = tokio::select! {
-                _ = signals.wake.notified() => false,
-                _ = signals.slot_freed.notified() => true,
-                _ = tokio::time::sleep(sleep) => false,
-                _ = shutdown.wait() => false,
-            };
-            if slot_freed {
-                // Deliveries finish in bursts: let a few more slots free up so
-                // one claim refills many of them instead of one each.
-                tokio::time::sleep(SLOT_LINGER).await;
-            }
+            sleep.wait(signals, &mut shutdown).await;
         }
         // Leave producers' NOTIFY on: the replicas that remain may be idle.
         let turned_on = async {
@@ -274,9 +273,22 @@ impl MainLoop {
     }
 
     /// One round: fan out, claim, dispatch; then decide how long to sleep.
-    async fn tick(&self, tasks: &mut JoinSet<()>, switch: &mut WakeupSwitch) -> Result<Tick> {
-        let fanned = self.fanout.run_once().await?;
-        self.metrics.fanned_out(fanned.events, fanned.deliveries);
+    async fn tick(
+        &self,
+        tasks: &mut JoinSet<()>,
+        switch: &mut WakeupSwitch,
+        shutdown: &Shutdown,
+    ) -> Result<Tick> {
+        let fanned = if self.pump.is_running() {
+            FanOutRound::default()
+        } else {
+            let fanned = self.fanout.run_once().await?;
+            self.metrics.fanned_out(fanned.events, fanned.deliveries);
+            if fanned.more {
+                self.pump.start(shutdown.clone());
+            }
+            fanned
+        };
         let claim = self.claimer.run_once(&self.in_flight).await?;
         self.metrics.claimed(claim.deliveries.len());
         let asked = claim.asked;
@@ -296,15 +308,26 @@ impl MainLoop {
             }
         }
         if asked == 0 {
-            // Every slot is busy: a finishing delivery wakes the loop.
-            return Ok(Tick::Sleep(self.poll_interval));
+            // Every slot is taken until results are written: the completer
+            // wakes the loop.
+            return Ok(Tick::Sleep(Sleep {
+                for_at_most: self.poll_interval,
+                until_slot_freed: false,
+                until_recorded: true,
+            }));
         }
-        if claimed == asked || fanned.more {
+        let pumping = self.pump.is_running();
+        if claimed == asked || fanned.more || pumping {
             // Busy: the loop polls back to back, so producers need not pay
             // for NOTIFY.
             if switch.on_busy() {
                 let client = self.pool.get().await?;
                 db::queue::set_wakeup_notify(&client, false).await?;
+            }
+            if claimed < asked && pumping {
+                // Claimed all there is for now: the pump wakes the loop when
+                // its next batch has created deliveries.
+                return Ok(Tick::Sleep(self.sleep_for(self.poll_interval)));
             }
             return Ok(Tick::Again);
         }
@@ -323,7 +346,7 @@ impl MainLoop {
             IdleStep::Sleep => self.poll_interval,
         };
         let saturated = self.in_flight.any_saturated();
-        Ok(Tick::Sleep(match next.due_in {
+        let sleep = match next.due_in {
             // Due work held back by a webhook at its cap: a freed slot wakes
             // the loop; polling would only scan the same rows again.
             Some(Duration::ZERO) if saturated => most,
@@ -332,7 +355,20 @@ impl MainLoop {
             Some(Duration::ZERO) => return Ok(Tick::Again),
             Some(wait) => wait.min(most),
             None => most,
-        }))
+        };
+        Ok(Tick::Sleep(self.sleep_for(sleep)))
+    }
+
+    /// A sleep of at most `duration` that a freed slot ends only when some
+    /// webhook is at its cap: otherwise a finished delivery enables nothing
+    /// the last round did not already take, and waking for each one would
+    /// cost a round of queries per delivery.
+    fn sleep_for(&self, duration: Duration) -> Sleep {
+        Sleep {
+            for_at_most: duration,
+            until_slot_freed: self.in_flight.any_saturated(),
+            until_recorded: false,
+        }
     }
 }
 /// How long a freed slot waits for company before the loop claims again.
@@ -341,6 +377,52 @@ const SLOT_LINGER: Duration = Duration::from_millis(2);
 enum Tick {
     /// More work is likely right away.
     Again,
-    /// Sleep this long unless woken.
-    Sleep(Duration),
+    /// Sleep unless woken.
+    Sleep(Sleep),
+}
+
+/// How long the loop sleeps, and which signals besides a wake-up (NOTIFY,
+/// the fan-out pump, a scheduled retry) and shutdown end the sleep early.
+#[derive(Debug, Clone, Copy)]
+struct Sleep {
+    for_at_most: Duration,
+    /// A webhook at its cap held work back.
+    until_slot_freed: bool,
+    /// `--max-in-flight` held work back until results are written.
+    until_recorded: bool,
+}
+
+impl Sleep {
+    /// Only a wake-up, shutdown or the time ends it.
+    fn only(duration: Duration) -> Self {
+        Sleep {
+            for_at_most: duration,
+            until_slot_freed: false,
+            until_recorded: false,
+        }
+    }
+
+    async fn wait(self, signals: &Signals, shutdown: &mut Shutdown) {
+        let deadline = tokio::time::Instant::now() + self.for_at_most;
+        loop {
+            tokio::select! {
+                _ = signals.wake.notified() => return,
+                _ = signals.slot_freed.notified() => {
+                    if self.until_slot_freed {
+                        // Deliveries finish in bursts: let a few more slots
+                        // free up so one claim refills many of them.
+                        tokio::time::sleep(SLOT_LINGER).await;
+                        return;
+                    }
+                }
+                _ = signals.recorded.notified() => {
+                    if self.until_recorded {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
 }
