@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "cheaper emit",
         include_str!("../../sql/migrations/0003_cheaper_emit.sql"),
     ),
+    (
+        4,
+        "time-ordered ids",
+        include_str!("../../sql/migrations/0004_time_ordered_ids.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.

@@ -24,7 +24,9 @@ pub struct RetentionConfig {
     pub interval: Duration,
     /// Events per delete.
     pub batch: i64,
-    /// Batches per sweep; the rest waits for the next sweep.
+    /// Batches per sweep. A sweep that stops here with more to delete is
+    /// followed by the next one after `pause`, not `interval`: events may
+    /// expire faster than one sweep a minute deletes them.
     pub max_batches: usize,
     /// Pause between batches.
     pub pause: Duration,
@@ -49,6 +51,8 @@ pub struct RetentionOutcome {
     pub events_deleted: u64,
     /// Another replica held the sweep.
     pub skipped: bool,
+    /// The sweep stopped at `max_batches` with more expired events left.
+    pub more: bool,
 }
 
 /// The retention sweeper.
@@ -69,19 +73,26 @@ impl Retention {
         if self.config.keep.is_none() {
             return;
         }
+        let mut wait = self.config.interval;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(self.config.interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.wait() => return,
             }
+            wait = self.config.interval;
             match self.run_once(&shutdown).await {
-                Ok(outcome) if outcome.events_deleted > 0 => {
-                    info!(
-                        events = outcome.events_deleted,
-                        "retention deleted finished events"
-                    )
+                Ok(outcome) => {
+                    if outcome.events_deleted > 0 {
+                        info!(
+                            events = outcome.events_deleted,
+                            more = outcome.more,
+                            "retention deleted finished events"
+                        );
+                    }
+                    if outcome.more {
+                        wait = self.config.pause;
+                    }
                 }
-                Ok(_) => {}
                 Err(err) => {
                     warn!(error = %err.one_line(), "retention sweep failed; next sweep retries")
                 }
@@ -113,6 +124,7 @@ impl Retention {
                     if (deleted as i64) < self.config.batch {
                         break;
                     }
+                    outcome.more = batch + 1 == self.config.max_batches;
                 }
             }
         }

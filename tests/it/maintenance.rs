@@ -64,11 +64,24 @@ async fn retention_deletes_old_finished_events_with_their_deliveries_and_keeps_t
     assert_eq!(outcome.events_deleted, 0);
     held.rollback().await.unwrap();
 
-    let outcome = retention.run_once(&shutdown).await.unwrap();
-    assert_eq!(
-        outcome.events_deleted, 3,
-        "the three old, delivered events, in batches of 2"
+    // A sweep that stops at its batch limit says more is left, so the next
+    // one comes soon rather than after the interval.
+    let one_batch = Retention::new(
+        RetentionConfig {
+            keep: Some(Duration::from_secs(86_400)),
+            batch: 2,
+            max_batches: 1,
+            ..RetentionConfig::default()
+        },
+        pool.clone(),
     );
+    let outcome = one_batch.run_once(&shutdown).await.unwrap();
+    assert_eq!(outcome.events_deleted, 2);
+    assert!(outcome.more, "one of the three old events is left");
+
+    let outcome = retention.run_once(&shutdown).await.unwrap();
+    assert_eq!(outcome.events_deleted, 1, "the third old, delivered event");
+    assert!(!outcome.more);
     assert_eq!(
         app.db.count("SELECT count(*) FROM outbox.events").await,
         2,

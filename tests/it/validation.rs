@@ -809,3 +809,51 @@ async fn the_fast_validity_check_never_accepts_what_the_full_validator_refuses()
         "the fast check accepted {fast_accepted} of the {full_accepted} valid cases"
     );
 }
+
+#[tokio::test]
+async fn event_and_delivery_ids_are_time_ordered_uuids() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let org = Uuid::new_v4();
+    let mut ids = Vec::new();
+    for index in 0..3 {
+        let data = json!({"id": format!("v{index}"), "post_id": "p1"});
+        ids.push(
+            webhookd::db::webhooks::emit(&client, org, "vote.created", &data)
+                .await
+                .unwrap(),
+        );
+        // A new millisecond, so each id's time prefix is larger.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for id in &ids {
+        assert_eq!(id.get_version_num(), 7, "{id} is a version 7 UUID");
+        let (seconds, nanos) = id
+            .get_timestamp()
+            .expect("a version 7 UUID carries its time")
+            .to_unix();
+        let id_ms = seconds * 1000 + u64::from(nanos) / 1_000_000;
+        assert!(
+            now_ms.abs_diff(id_ms) < 60_000,
+            "{id} carries {id_ms} ms, the clock says {now_ms} ms"
+        );
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, ids, "ids sort in the order they were emitted");
+
+    let default: String = client
+        .query_one(
+            "SELECT column_default FROM information_schema.columns
+             WHERE table_schema = 'outbox' AND table_name = 'deliveries' AND column_name = 'id'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(default, "outbox.uuid_v7()");
+}

@@ -113,6 +113,41 @@ pub fn postgres_cpu_seconds() -> f64 {
         .sum()
 }
 
+/// CPU seconds used so far by this process: the receiver, the producers and
+/// the progress queries.
+pub fn own_cpu_seconds() -> f64 {
+    cpu_seconds(std::process::id()).unwrap_or(0.0)
+}
+
+/// The whole machine's CPU time so far: (busy, total) in clock ticks, from
+/// the first line of `/proc/stat` (idle and iowait count as not busy).
+pub fn machine_ticks() -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Share of the machine's CPU time that was busy between two readings of
+/// [`machine_ticks`].
+pub fn busy_share(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let total = after.1.saturating_sub(before.1);
+    if total == 0 {
+        return 0.0;
+    }
+    after.0.saturating_sub(before.0) as f64 / total as f64
+}
+
 /// Cores on this machine.
 pub fn cores() -> usize {
     std::thread::available_parallelism()

@@ -118,6 +118,10 @@ struct Drained {
     seconds: f64,
     usage: Vec<Usage>,
     postgres_cpu: f64,
+    /// This process (receiver and bookkeeping).
+    bench_cpu: f64,
+    /// Share of the whole machine's CPU that was busy.
+    machine_busy: f64,
     duplicates: u64,
 }
 
@@ -150,13 +154,15 @@ impl Drained {
             "daemon_peak_rss_mib": round3(self.peak_rss()),
             "postgres_cpu_seconds": round3(self.postgres_cpu),
             "postgres_cpu_share_of_machine": round3(self.postgres_share()),
+            "bench_cpu_seconds": round3(self.bench_cpu),
+            "machine_busy_share": round3(self.machine_busy),
             "duplicates": self.duplicates,
         })
     }
 
     fn print(&self, label: &str) {
         println!(
-            "  {label:<28} {:>8} deliveries in {:>6.2}s = {:>7.0}/s   daemon CPU {:>5.2}s  peak RSS {:>5.1} MiB   PostgreSQL CPU {:>5.2}s ({:.0}% of machine)   duplicates {}",
+            "  {label:<28} {:>8} deliveries in {:>6.2}s = {:>7.0}/s   daemon CPU {:>5.2}s  peak RSS {:>5.1} MiB   PostgreSQL CPU {:>5.2}s ({:.0}% of machine)   receiver CPU {:>5.2}s   machine {:.0}% busy   duplicates {}",
             self.deliveries,
             self.seconds,
             self.rate(),
@@ -164,6 +170,8 @@ impl Drained {
             self.peak_rss(),
             self.postgres_cpu,
             self.postgres_share() * 100.0,
+            self.bench_cpu,
+            self.machine_busy * 100.0,
             self.duplicates
         );
     }
@@ -255,6 +263,8 @@ impl Bench {
         let tally = &self.sink.tally;
         tally.reset();
         let postgres_before = process::postgres_cpu_seconds();
+        let bench_before = process::own_cpu_seconds();
+        let machine_before = process::machine_ticks();
         let started = Instant::now();
         let mut daemons = Vec::new();
         for _ in 0..replicas {
@@ -269,6 +279,8 @@ impl Bench {
         // Read before the daemons stop: their backends take their CPU time
         // with them when they exit.
         let postgres_cpu = process::postgres_cpu_seconds() - postgres_before;
+        let bench_cpu = process::own_cpu_seconds() - bench_before;
+        let machine_busy = process::busy_share(machine_before, process::machine_ticks());
         let mut usage = Vec::new();
         for daemon in daemons {
             usage.push(daemon.stop().await);
@@ -291,6 +303,8 @@ impl Bench {
             seconds,
             usage,
             postgres_cpu,
+            bench_cpu,
+            machine_busy,
             duplicates: tally.duplicates.load(Ordering::Relaxed),
         })
     }
