@@ -327,7 +327,11 @@ impl MainLoop {
             if claimed < asked && pumping {
                 // Claimed all there is for now: the pump wakes the loop when
                 // its next batch has created deliveries.
-                return Ok(Tick::Sleep(self.sleep_for(self.poll_interval)));
+                let saturated = self.in_flight.any_saturated();
+                return Ok(Tick::Sleep(Sleep::after_round(
+                    self.poll_interval,
+                    saturated,
+                )));
             }
             return Ok(Tick::Again);
         }
@@ -356,19 +360,7 @@ impl MainLoop {
             Some(wait) => wait.min(most),
             None => most,
         };
-        Ok(Tick::Sleep(self.sleep_for(sleep)))
-    }
-
-    /// A sleep of at most `duration` that a freed slot ends only when some
-    /// webhook is at its cap: otherwise a finished delivery enables nothing
-    /// the last round did not already take, and waking for each one would
-    /// cost a round of queries per delivery.
-    fn sleep_for(&self, duration: Duration) -> Sleep {
-        Sleep {
-            for_at_most: duration,
-            until_slot_freed: self.in_flight.any_saturated(),
-            until_recorded: false,
-        }
+        Ok(Tick::Sleep(Sleep::after_round(sleep, saturated)))
     }
 }
 /// How long a freed slot waits for company before the loop claims again.
@@ -393,6 +385,18 @@ struct Sleep {
 }
 
 impl Sleep {
+    /// A sleep of at most `for_at_most` that a freed slot ends only when
+    /// some webhook is `saturated` (at its cap): otherwise a finished
+    /// delivery enables nothing the last round did not already take, and
+    /// waking for each one would cost a round of queries per delivery.
+    fn after_round(for_at_most: Duration, saturated: bool) -> Self {
+        Sleep {
+            for_at_most,
+            until_slot_freed: saturated,
+            until_recorded: false,
+        }
+    }
+
     /// Only a wake-up, shutdown or the time ends it.
     fn only(duration: Duration) -> Self {
         Sleep {

@@ -37,11 +37,6 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "time-ordered ids",
         include_str!("../../sql/migrations/0004_time_ordered_ids.sql"),
     ),
-    (
-        5,
-        "validity paths",
-        include_str!("../../sql/migrations/0005_validity_paths.sql"),
-    ),
 ];
 
 /// The schema version this binary needs.
