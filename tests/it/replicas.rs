@@ -529,7 +529,10 @@ async fn a_full_postgresql_restart_is_survived() {
         webhookd::db::migrate(&mut client).await.expect("migrate");
     }
     let key = secret_key();
-    let receiver = CountingReceiver::start(Duration::from_millis(50)).await;
+    // Slow enough that the second batch is still in flight when the server
+    // stops, however fast the daemon claims: 1,000 deliveries at 200 ms each
+    // take over a second even at 128 in flight.
+    let receiver = CountingReceiver::start(Duration::from_millis(200)).await;
     let org = Uuid::new_v4();
     create_webhook(&url, &key, org, &receiver.url("/hook")).await;
     let flags = [
