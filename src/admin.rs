@@ -1,10 +1,9 @@
 //! The admin listener on `--admin-addr`: `/healthz` (the process is alive),
-//! `/readyz` (the database answers and LISTEN is active) and `/metrics`
+//! `/readyz` (the database answers and LISTEN is active or known not to work) and `/metrics`
 //! (Prometheus text format), and under `/v1/` the management API when it is
 //! enabled ([`crate::api`]). Anything else is 404.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::error::{Error, Result};
+use crate::notifier::{ListenState, ListenStatus};
 use crate::shutdown::Shutdown;
 
 /// What readiness looks at.
@@ -27,8 +27,8 @@ use crate::shutdown::Shutdown;
 pub struct Readiness {
     /// The daemon's pool.
     pub pool: Pool,
-    /// Set by the notifier while LISTEN is active.
-    pub listening: Arc<AtomicBool>,
+    /// What LISTEN is doing, set by the notifier.
+    pub listen: Arc<ListenStatus>,
     /// What `/metrics` reports.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// This replica's in-flight deliveries.
@@ -95,8 +95,10 @@ async fn respond(
         }
         "/readyz" => {
             let database = database_state(&readiness.pool).await;
-            let listening = readiness.listening.load(Ordering::Relaxed);
-            let status = if database == DatabaseState::Ok && listening {
+            let listen = readiness.listen.get();
+            // Poll-only is a working mode (slower to react), not an outage.
+            let listen_ok = matches!(listen, ListenState::Active | ListenState::PollOnly);
+            let status = if database == DatabaseState::Ok && listen_ok {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -108,7 +110,12 @@ async fn respond(
                     DatabaseState::Unreachable => "unreachable",
                     DatabaseState::SchemaOutdated => "schema missing or outdated: run webhookd migrate",
                 },
-                "listen": if listening { "active" } else { "reconnecting" },
+                "listen": match listen {
+                    ListenState::Active => "active",
+                    ListenState::Connecting => "reconnecting",
+                    ListenState::PollOnly => "unavailable: no notifications arrive on this connection \
+                        (a pooler in transaction mode?); polling every second instead",
+                },
             });
             (status, body.to_string())
         }

@@ -219,13 +219,13 @@ impl Claimer {
         // freed up.
         let known_room: usize = rooms.values().map(|room| (*room).max(0) as usize).sum();
         let takeable = free.min(known_room + 8 * in_flight.pacing().start);
-        let scan_window = (takeable * 2) as i64;
+        let scan_window = i32::try_from(takeable * 2).unwrap_or(i32::MAX);
         let window = Pass::Window {
             limit: free,
             scan_window,
         };
         let first = self.claim(&client, claim.token, window, &rooms).await?;
-        let window_full = first.window_rows >= scan_window;
+        let window_full = first.window_rows >= i64::from(scan_window);
         for delivery in &first.deliveries {
             *rooms.entry(delivery.webhook_id).or_insert(start) -= 1;
         }
@@ -242,7 +242,7 @@ impl Claimer {
 
     async fn claim(
         &self,
-        client: &deadpool_postgres::Client,
+        client: &tokio_postgres::Client,
         token: Uuid,
         pass: Pass,
         rooms: &HashMap<Uuid, i32>,
@@ -255,7 +255,7 @@ impl Claimer {
         let busy: Vec<Uuid> = rooms.keys().copied().collect();
         let free_slots: Vec<i32> = busy.iter().map(|webhook| rooms[webhook].max(0)).collect();
         let request = ClaimRequest {
-            limit: limit as i64,
+            limit: i32::try_from(limit).unwrap_or(i32::MAX),
             scan_window,
             by_webhook,
             busy: &busy,
@@ -272,7 +272,7 @@ impl Claimer {
 #[derive(Debug, Clone, Copy)]
 enum Pass {
     /// The oldest `scan_window` due rows, round-robin across their webhooks.
-    Window { limit: usize, scan_window: i64 },
+    Window { limit: usize, scan_window: i32 },
     /// Each active webhook with free slots, its oldest due rows.
     ByWebhook { limit: usize },
 }

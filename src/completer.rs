@@ -158,8 +158,8 @@ impl Completer {
             return Ok(CompleteOutcome::default());
         }
         let client = self.pool.get().await?;
-        let written = queue::complete(&client, batch).await?;
-        queue::fold_webhook_health(&client, &summarise_health(batch)).await?;
+        let written = queue::complete(&**client, batch).await?;
+        queue::fold_webhook_health(&**client, &summarise_health(batch)).await?;
         Ok(CompleteOutcome {
             written,
             fenced: batch.len() as u64 - written,

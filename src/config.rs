@@ -9,7 +9,8 @@ use clap::Args;
 
 use crate::claimer::{ClaimerConfig, LEASE_DEFAULT};
 use crate::completer::CompleterConfig;
-use crate::daemon::DaemonConfig;
+use crate::daemon::{DaemonConfig, ListenConfig};
+use crate::db::DatabaseTarget;
 use crate::error::{Error, Result};
 use crate::fanout::FanOutConfig;
 use crate::retry::{RetryPolicy, MAX_JITTER};
@@ -120,6 +121,16 @@ pub struct RunArgs {
     /// Database connections in the pool.
     #[arg(long, env = "WEBHOOKD_DB_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=200))]
     pub db_pool_size: u32,
+    /// URL of the LISTEN connection (default: DATABASE_URL). Point it at the
+    /// server directly when DATABASE_URL goes through a transaction-mode
+    /// pooler, which cannot deliver notifications.
+    #[arg(
+        long,
+        env = "WEBHOOKD_LISTEN_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub listen_database_url: Option<String>,
 }
 
 impl RunArgs {
@@ -141,8 +152,17 @@ impl RunArgs {
             None => Vec::new(),
         };
         let max_in_flight = self.max_in_flight as usize;
+        let database = crate::db::parse_url(database_url)?;
+        let listen = match &self.listen_database_url {
+            Some(url) => Some(DatabaseTarget::parse(url, "--listen-database-url")?),
+            None => None,
+        };
         Ok(DaemonConfig {
-            database_url: database_url.to_string(),
+            listen: ListenConfig {
+                database: listen.clone().unwrap_or_else(|| database.clone()),
+                explicit: listen.is_some(),
+            },
+            database,
             retry: RetryPolicy {
                 base_delay: self.retry_base_delay,
                 max_retries: self.max_retries,
@@ -198,6 +218,7 @@ impl Default for RunArgs {
             extra_ca_file: None,
             retention: RetentionPeriod(Some(Duration::from_secs(30 * 86_400))),
             db_pool_size: 8,
+            listen_database_url: None,
         }
     }
 }
@@ -238,7 +259,14 @@ fn read_certificates(path: &std::path::Path) -> Result<Vec<native_tls::Certifica
             path.display()
         ))
     })?;
-    let text = String::from_utf8_lossy(&pem);
+    pem_certificates(&pem)
+        .map_err(|reason| Error::Config(format!("--extra-ca-file {}: {reason}", path.display())))
+}
+
+/// Every `CERTIFICATE` block of a PEM file; an error says what is wrong with
+/// the file (the caller names it).
+pub fn pem_certificates(pem: &[u8]) -> Result<Vec<native_tls::Certificate>, String> {
+    let text = String::from_utf8_lossy(pem);
     let mut certificates = Vec::new();
     let mut rest = text.as_ref();
     const END: &str = "-----END CERTIFICATE-----";
@@ -247,20 +275,13 @@ fn read_certificates(path: &std::path::Path) -> Result<Vec<native_tls::Certifica
             break;
         };
         let block = &rest[start..start + end + END.len()];
-        let certificate = native_tls::Certificate::from_pem(block.as_bytes()).map_err(|err| {
-            Error::Config(format!(
-                "--extra-ca-file {}: invalid certificate: {err}",
-                path.display()
-            ))
-        })?;
+        let certificate = native_tls::Certificate::from_pem(block.as_bytes())
+            .map_err(|err| format!("invalid certificate: {err}"))?;
         certificates.push(certificate);
         rest = &rest[start + end + END.len()..];
     }
     if certificates.is_empty() {
-        return Err(Error::Config(format!(
-            "--extra-ca-file {} holds no PEM certificate",
-            path.display()
-        )));
+        return Err("holds no PEM certificate".to_string());
     }
     Ok(certificates)
 }

@@ -5,7 +5,6 @@
 //! on, look once more, then sleep until a notification, the next due time,
 //! a freed slot or the fallback poll, whichever is first.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +15,14 @@ use tracing::{info, warn};
 
 use crate::claimer::{Claimer, ClaimerConfig, InFlight};
 use crate::completer::{Completer, CompleterConfig};
-use crate::db;
+use crate::db::{self, DatabaseTarget};
 use crate::dispatcher::{Dispatcher, DispatcherParts};
 use crate::error::{Error, Result};
 use crate::fanout::{FanOut, FanOutConfig, FanOutPump, FanOutRound};
 use crate::metrics::Metrics;
-use crate::notifier::{IdleStep, Notifier, NotifierConfig, WakeupSwitch};
+use crate::notifier::{
+    IdleStep, ListenState, ListenStatus, Notifier, NotifierConfig, WakeupSwitch,
+};
 use crate::retry::RetryPolicy;
 use crate::sender::{Sender, SenderConfig};
 use crate::shutdown::Shutdown;
@@ -30,8 +31,10 @@ use crate::signing::SecretBox;
 /// Everything `webhookd run` needs, validated.
 #[derive(Clone)]
 pub struct DaemonConfig {
-    /// The database.
-    pub database_url: String,
+    /// The database: the pool's connections.
+    pub database: DatabaseTarget,
+    /// Where LISTEN connects.
+    pub listen: ListenConfig,
     /// Retry schedule.
     pub retry: RetryPolicy,
     /// HTTP settings.
@@ -59,6 +62,16 @@ pub struct DaemonConfig {
     pub retention: crate::maintenance::retention::RetentionConfig,
 }
 
+/// The LISTEN connection's target.
+#[derive(Clone, Debug)]
+pub struct ListenConfig {
+    /// `--listen-database-url`, or `DATABASE_URL` when that is not set.
+    pub database: DatabaseTarget,
+    /// Set by the operator: a LISTEN that cannot work there is a
+    /// configuration error, not a reason to fall back to polling.
+    pub explicit: bool,
+}
+
 /// Shared signals between the loop, the notifier and the send tasks.
 struct Signals {
     /// NOTIFY arrived, or the notifier reconnected.
@@ -67,14 +80,14 @@ struct Signals {
     slot_freed: Arc<Notify>,
     /// The completer wrote a batch: that much global capacity is back.
     recorded: Arc<Notify>,
-    /// LISTEN is active (for readiness).
-    listening: Arc<AtomicBool>,
+    /// Whether LISTEN works (for the loop's sleeps and for readiness).
+    listen: Arc<ListenStatus>,
 }
 
 /// Runs the daemon until `shutdown`; returns once in-flight work is finished
 /// or released and every result is written.
 pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
-    let pool = db::connect_pool(&config.database_url, config.pool_size).await?;
+    let pool = db::connect_pool(&config.database, config.pool_size).await?;
     {
         let client = pool.get().await?;
         db::check_schema(&**client).await?;
@@ -84,22 +97,31 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         wake: Arc::new(Notify::new()),
         slot_freed: Arc::new(Notify::new()),
         recorded: Arc::new(Notify::new()),
-        listening: Arc::new(AtomicBool::new(false)),
+        listen: Arc::new(ListenStatus::default()),
     };
     let metrics = Arc::new(Metrics::new());
     let in_flight = Arc::new(InFlight::new(config.claimer.pacing));
 
-    let notifier = Notifier::new(
+    let (notifier_task, first_listen) = Notifier::new(
         NotifierConfig {
-            database_url: config.database_url.clone(),
+            database: config.listen.database.clone(),
+            explicit: config.listen.explicit,
             ping_interval: Duration::from_secs(15),
             max_reconnect_delay: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(5),
         },
+        pool.clone(),
         signals.wake.clone(),
-        signals.listening.clone(),
+        signals.listen.clone(),
         metrics.clone(),
-    );
-    let notifier_task = tokio::spawn(notifier.run(shutdown.clone()));
+    )
+    .spawn(shutdown.clone());
+    // An explicit LISTEN URL that is unreachable or cannot deliver
+    // notifications stops the start; otherwise the loop polls meanwhile.
+    if let Ok(Err(err)) = first_listen.await {
+        notifier_task.abort();
+        return Err(err);
+    }
     let vacuum_task = tokio::spawn(
         crate::maintenance::vacuum::Vacuum::new(Default::default(), pool.clone())
             .run(shutdown.clone()),
@@ -112,7 +134,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         config.admin_addr,
         crate::admin::Readiness {
             pool: pool.clone(),
-            listening: signals.listening.clone(),
+            listen: signals.listen.clone(),
             metrics: metrics.clone(),
             in_flight: in_flight.clone(),
             api: config.admin_token.as_ref().map(|token| {
@@ -168,6 +190,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         in_flight: in_flight.clone(),
         pool: pool.clone(),
         poll_interval: config.poll_interval,
+        listen: signals.listen.clone(),
         sender,
         metrics,
     };
@@ -193,7 +216,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         while tasks.join_next().await.is_some() {}
         let held = in_flight.held_leases();
         match pool.get().await.map_err(Error::from) {
-            Ok(client) => match db::queue::release(&client, &held).await {
+            Ok(client) => match db::queue::release(&**client, &held).await {
                 Ok(released) => info!(
                     released,
                     "released deliveries still in flight after the grace period"
@@ -225,6 +248,7 @@ struct MainLoop {
     in_flight: Arc<InFlight>,
     pool: Pool,
     poll_interval: Duration,
+    listen: Arc<ListenStatus>,
     sender: Arc<Sender>,
     metrics: Arc<Metrics>,
 }
@@ -265,7 +289,7 @@ impl MainLoop {
         // Leave producers' NOTIFY on: the replicas that remain may be idle.
         let turned_on = async {
             let client = self.pool.get().await?;
-            db::queue::set_wakeup_notify(&client, true).await
+            db::queue::set_wakeup_notify(&**client, true).await
         };
         if let Err(err) = turned_on.await {
             warn!(error = %err.one_line(), "cannot turn wake-up notifications back on");
@@ -303,7 +327,7 @@ impl MainLoop {
                 // Nothing was started: give the rows back now rather than
                 // after the lease, with their attempt count restored.
                 let client = self.pool.get().await?;
-                db::queue::release(&client, &leases).await?;
+                db::queue::release(&**client, &leases).await?;
                 return Err(err);
             }
         }
@@ -322,7 +346,7 @@ impl MainLoop {
             // for NOTIFY.
             if switch.on_busy() {
                 let client = self.pool.get().await?;
-                db::queue::set_wakeup_notify(&client, false).await?;
+                db::queue::set_wakeup_notify(&**client, false).await?;
             }
             if claimed < asked && pumping {
                 // Claimed all there is for now: the pump wakes the loop when
@@ -337,10 +361,14 @@ impl MainLoop {
         }
         // Drained.
         let client = self.pool.get().await?;
-        let next = db::queue::next_work(&client).await?;
+        let next = db::queue::next_work(&**client).await?;
+        let listening = self.listen.get() == ListenState::Active;
         let most = match switch.on_idle(&next) {
+            // No notification can come: nothing to switch on or fence, and
+            // the loop looks again sooner.
+            _ if !listening => self.poll_interval.min(POLL_WITHOUT_LISTEN),
             IdleStep::TurnOn => {
-                if let Some(fence) = db::queue::set_wakeup_notify(&client, true).await? {
+                if let Some(fence) = db::queue::set_wakeup_notify(&**client, true).await? {
                     switch.turned_on(fence);
                 }
                 return Ok(Tick::Again);
@@ -363,6 +391,10 @@ impl MainLoop {
         Ok(Tick::Sleep(Sleep::after_round(sleep, saturated)))
     }
 }
+/// Longest sleep while LISTEN is not active (reconnecting, or a pooler that
+/// cannot deliver notifications): the latency of a new event then.
+pub const POLL_WITHOUT_LISTEN: Duration = Duration::from_secs(1);
+
 /// How long a freed slot waits for company before the loop claims again.
 const SLOT_LINGER: Duration = Duration::from_millis(2);
 

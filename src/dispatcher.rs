@@ -242,7 +242,7 @@ impl Dispatcher {
             return Ok(found);
         }
         let client = self.parts.pool.get().await?;
-        let sealed = queue::webhook_secrets(&client, &missing).await?;
+        let sealed = queue::webhook_secrets(&**client, &missing).await?;
         let mut cache = self
             .signers
             .lock()

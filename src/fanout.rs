@@ -27,9 +27,9 @@ pub struct FanOutConfig {
     /// Events per statement of the claim loop's own fan-out: small, because
     /// the loop claims nothing while it runs (500 events of an organization
     /// with 10 webhooks take ~150 ms).
-    pub batch: i64,
+    pub batch: i32,
     /// Events per statement of the [`FanOutPump`].
-    pub pump_batch: i64,
+    pub pump_batch: i32,
 }
 
 impl Default for FanOutConfig {
@@ -59,13 +59,13 @@ impl FanOut {
         self.run_batch(self.config.batch).await
     }
 
-    async fn run_batch(&self, batch: i64) -> Result<FanOutRound> {
+    async fn run_batch(&self, batch: i32) -> Result<FanOutRound> {
         let client = self.pool.get().await?;
-        let count = queue::fan_out(&client, batch).await?;
+        let count = queue::fan_out(&**client, batch).await?;
         Ok(FanOutRound {
             events: count.events,
             deliveries: count.deliveries,
-            more: count.events >= batch,
+            more: count.events >= i64::from(batch),
         })
     }
 }

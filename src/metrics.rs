@@ -221,7 +221,7 @@ impl Metrics {
         self.pool_available.set(status.available as i64);
         let sampled = tokio::time::timeout(std::time::Duration::from_secs(2), async {
             let client = pool.get().await.ok()?;
-            db::queue::queue_depths(&client).await.ok()
+            db::queue::queue_depths(&**client).await.ok()
         })
         .await
         .ok()

@@ -1,82 +1,171 @@
 //! LISTEN for producers' wake-ups on a dedicated connection (never through a
 //! pool: a pooled connection can be recycled and its LISTEN lost).
 //!
-//! A lost connection loses no work, only latency: the dispatcher also polls.
-//! After every (re)connect the dispatcher is woken at once, because
-//! notifications sent while disconnected are gone.
+//! A lost connection loses no work, only latency: the main loop also polls.
+//! After every (re)connect the loop is woken at once, because notifications
+//! sent while disconnected are gone.
+//!
+//! LISTEN through a transaction-mode connection pooler succeeds and then
+//! receives nothing: the server session that ran it goes back to the pooler's
+//! pool. So LISTEN is trusted only once a probe notification, sent through
+//! the daemon's pool, has come back on it. When none does, the replica polls
+//! instead (see `docs/PRODUCTION.md`), or refuses to start when the operator
+//! named the LISTEN URL explicitly.
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_postgres::AsyncMessage;
 use tracing::{info, warn};
 
-use crate::db;
 use crate::db::queue::NextWork;
+use crate::db::DatabaseTarget;
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 /// The channel the `outbox.events` trigger notifies.
 pub const CHANNEL: &str = "outbox_wakeup";
 
+/// Payloads of probe notifications start with this; other replicas treat a
+/// probe as an ordinary wake-up (one extra look, harmless).
+const PROBE_PREFIX: &str = "probe:";
+
 /// Notifier settings.
 #[derive(Debug, Clone)]
 pub struct NotifierConfig {
     /// Where to LISTEN.
-    pub database_url: String,
+    pub database: DatabaseTarget,
+    /// The operator set the LISTEN URL: if LISTEN cannot work there, that is
+    /// a configuration error rather than a reason to poll.
+    pub explicit: bool,
     /// How often the connection is checked with a query.
     pub ping_interval: Duration,
     /// Longest pause between reconnect attempts.
     pub max_reconnect_delay: Duration,
+    /// How long a probe notification may take to come back.
+    pub probe_timeout: Duration,
 }
+
+/// Whether this replica hears producers' notifications; shared with the main
+/// loop (how long it may sleep) and `/readyz`.
+#[derive(Debug, Default)]
+pub struct ListenStatus(AtomicU8);
+
+/// The states of [`ListenStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenState {
+    /// Not listening yet, or reconnecting after a lost connection.
+    Connecting,
+    /// LISTEN is active and a probe came back on it.
+    Active,
+    /// LISTEN cannot work on this connection (a transaction-mode pooler):
+    /// the replica polls.
+    PollOnly,
+}
+
+impl ListenStatus {
+    /// The current state.
+    pub fn get(&self) -> ListenState {
+        match self.0.load(Ordering::Relaxed) {
+            1 => ListenState::Active,
+            2 => ListenState::PollOnly,
+            _ => ListenState::Connecting,
+        }
+    }
+
+    fn set(&self, state: ListenState) {
+        let value = match state {
+            ListenState::Connecting => 0,
+            ListenState::Active => 1,
+            ListenState::PollOnly => 2,
+        };
+        self.0.store(value, Ordering::Relaxed);
+    }
+}
+
+/// Why one LISTEN connection ended.
+enum ListenEnd {
+    /// The connection failed or was lost: reconnect.
+    Lost(String),
+    /// LISTEN succeeded but no probe came back: it will never work there.
+    Deaf,
+}
+
+/// What the first connection found, for the daemon's start-up.
+pub type FirstListen = oneshot::Receiver<Result<ListenState>>;
 
 /// The LISTEN service.
 pub struct Notifier {
     config: NotifierConfig,
+    pool: Pool,
     wake: Arc<Notify>,
-    listening: Arc<AtomicBool>,
+    status: Arc<ListenStatus>,
     metrics: Arc<Metrics>,
 }
 
 impl Notifier {
     /// `wake` is notified on every notification and after every reconnect;
-    /// `listening` tells readiness checks whether LISTEN is active.
+    /// `status` tells the loop and readiness checks what LISTEN is doing.
+    /// Probes are sent through `pool`.
     pub fn new(
         config: NotifierConfig,
+        pool: Pool,
         wake: Arc<Notify>,
-        listening: Arc<AtomicBool>,
+        status: Arc<ListenStatus>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Notifier {
             config,
+            pool,
             wake,
+            status,
             metrics,
-            listening,
         }
     }
 
+    /// Starts listening on a task of its own; the receiver gets what the
+    /// first connection found: active, poll-only, or an error that should
+    /// stop the daemon (the explicit LISTEN URL is unreachable or deaf).
+    pub fn spawn(self, shutdown: Shutdown) -> (tokio::task::JoinHandle<()>, FirstListen) {
+        let (first_tx, first_rx) = oneshot::channel();
+        (tokio::spawn(self.run(shutdown, first_tx)), first_rx)
+    }
+
     /// Listens until shutdown, reconnecting with capped backoff.
-    pub async fn run(self, mut shutdown: Shutdown) {
+    async fn run(self, mut shutdown: Shutdown, first: oneshot::Sender<Result<ListenState>>) {
+        let mut first = Some(first);
         let mut delay = Duration::from_millis(100);
         let mut reconnects = 0u64;
         while !shutdown.is_triggered() {
-            tokio::select! {
-                result = self.listen_once() => {
-                    self.listening.store(false, Ordering::Relaxed);
-                    match result {
-                        Ok(()) => delay = Duration::from_millis(100),
-                        Err(reason) => {
-                            reconnects += 1;
-                            self.metrics.listen_reconnect();
-                            warn!(%reason, reconnects, retry_in_ms = delay.as_millis() as u64,
-                                  "LISTEN connection lost; polling continues meanwhile");
-                        }
-                    }
-                }
+            let ended = tokio::select! {
+                ended = self.listen_once(&mut first) => ended,
                 _ = shutdown.wait() => break,
+            };
+            self.status.set(ListenState::Connecting);
+            match ended {
+                ListenEnd::Deaf => {
+                    self.poll_only(first.take());
+                    return;
+                }
+                ListenEnd::Lost(reason) => {
+                    if let Some(first) = first.take() {
+                        if self.config.explicit {
+                            let _ = first
+                                .send(Err(Error::Pool(format!("--listen-database-url: {reason}"))));
+                            return;
+                        }
+                        let _ = first.send(Ok(ListenState::Connecting));
+                    }
+                    reconnects += 1;
+                    self.metrics.listen_reconnect();
+                    warn!(%reason, reconnects, retry_in_ms = delay.as_millis() as u64,
+                          "LISTEN connection lost; polling continues meanwhile");
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -84,22 +173,49 @@ impl Notifier {
             }
             delay = (delay * 2).min(self.config.max_reconnect_delay);
         }
-        self.listening.store(false, Ordering::Relaxed);
+        self.status.set(ListenState::Connecting);
     }
 
-    /// One connection's life: connect, LISTEN, forward notifications, ping.
-    async fn listen_once(&self) -> Result<(), String> {
-        let config = db::parse_url(&self.config.database_url).map_err(|err| err.to_string())?;
-        let (client, mut connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|err| format!("cannot connect: {err}"))?;
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(async move {
+    /// LISTEN cannot work here: say so once, then leave the replica polling
+    /// (or, for an explicit LISTEN URL, stop the daemon).
+    fn poll_only(&self, first: Option<oneshot::Sender<Result<ListenState>>>) {
+        let target = self.config.database.redacted();
+        if self.config.explicit {
+            if let Some(first) = first {
+                let _ = first.send(Err(Error::Config(format!(
+                    "--listen-database-url {target}: LISTEN succeeded but no notification came                      back within {}s; this looks like a connection pooler in transaction mode:                      point --listen-database-url at the PostgreSQL server directly",
+                    self.config.probe_timeout.as_secs_f64()
+                ))));
+            }
+            return;
+        }
+        warn!(
+            database = %target,
+            "LISTEN receives no notifications on this connection (a connection pooler in \
+             transaction mode?): polling instead, so new events wait up to the poll interval; \
+             set --listen-database-url to a direct connection to the server for prompt delivery"
+        );
+        self.status.set(ListenState::PollOnly);
+        if let Some(first) = first {
+            let _ = first.send(Ok(ListenState::PollOnly));
+        }
+    }
+
+    /// One connection's life: connect, LISTEN, probe, forward notifications, ping.
+    async fn listen_once(
+        &self,
+        first: &mut Option<oneshot::Sender<Result<ListenState>>>,
+    ) -> ListenEnd {
+        let (client, mut connection) = match self.config.database.connect_raw().await {
+            Ok(connected) => connected,
+            Err(err) => return ListenEnd::Lost(format!("cannot connect: {}", err.one_line())),
+        };
+        let (tx, mut payloads) = mpsc::unbounded_channel::<String>();
+        let mut driver = tokio::spawn(async move {
             loop {
                 match poll_fn(|cx| connection.poll_message(cx)).await {
-                    Some(Ok(AsyncMessage::Notification(_))) => {
-                        if tx.send(()).is_err() {
+                    Some(Ok(AsyncMessage::Notification(note))) => {
+                        if tx.send(note.payload().to_string()).is_err() {
                             return "notifier stopped".to_string();
                         }
                     }
@@ -109,40 +225,83 @@ impl Notifier {
                 }
             }
         });
-        let listen = client.batch_execute(&format!("LISTEN {CHANNEL}")).await;
-        if let Err(err) = listen {
-            driver.abort();
-            return Err(format!("LISTEN failed: {err}"));
+        let _abort = AbortOnDrop(driver.abort_handle());
+        if let Err(err) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+            return ListenEnd::Lost(format!("LISTEN failed: {err}"));
         }
-        self.listening.store(true, Ordering::Relaxed);
+        match self.probe(&mut payloads).await {
+            Ok(true) => {}
+            Ok(false) => return ListenEnd::Deaf,
+            Err(reason) => return ListenEnd::Lost(reason),
+        }
+        self.status.set(ListenState::Active);
+        if let Some(first) = first.take() {
+            let _ = first.send(Ok(ListenState::Active));
+        }
         info!(channel = CHANNEL, "listening for wake-ups");
         // Anything notified before LISTEN took effect is found by this poll.
         self.wake.notify_one();
 
         let mut ping = tokio::time::interval(self.config.ping_interval);
         ping.tick().await;
-        let mut driver = driver;
         loop {
             tokio::select! {
-                woke = rx.recv() => {
-                    if woke.is_none() {
-                        break;
+                payload = payloads.recv() => {
+                    if payload.is_none() {
+                        return ListenEnd::Lost("connection closed".to_string());
                     }
                     self.wake.notify_one();
                 }
                 _ = ping.tick() => {
                     let alive = tokio::time::timeout(self.config.ping_interval, client.simple_query("SELECT 1")).await;
                     if !matches!(alive, Ok(Ok(_))) {
-                        driver.abort();
-                        return Err("ping failed".to_string());
+                        return ListenEnd::Lost("ping failed".to_string());
                     }
                 }
                 ended = &mut driver => {
-                    return Err(ended.unwrap_or_else(|_| "connection task ended".to_string()));
+                    return ListenEnd::Lost(ended.unwrap_or_else(|_| "connection task ended".to_string()));
                 }
             }
         }
-        Err("connection closed".to_string())
+    }
+
+    /// Sends a notification with a payload of its own through the pool and
+    /// waits for it here. `Ok(false)`: it never came (LISTEN is deaf);
+    /// `Err`: the pool could not send it, which says nothing about LISTEN.
+    async fn probe(
+        &self,
+        payloads: &mut mpsc::UnboundedReceiver<String>,
+    ) -> std::result::Result<bool, String> {
+        let payload = format!("{PROBE_PREFIX}{}", uuid::Uuid::new_v4());
+        let sent = async {
+            let client = self.pool.get().await.map_err(Error::from)?;
+            crate::db::notify(&**client, &payload).await
+        };
+        sent.await
+            .map_err(|err| format!("cannot send the LISTEN probe: {}", err.one_line()))?;
+        let heard = tokio::time::timeout(self.config.probe_timeout, async {
+            while let Some(received) = payloads.recv().await {
+                if received == payload {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        match heard {
+            Ok(true) => Ok(true),
+            Ok(false) => Err("connection closed".to_string()),
+            Err(_) => Ok(false),
+        }
+    }
+}
+
+/// Ends the connection's driver task when the connection's life ends.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

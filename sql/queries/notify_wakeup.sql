@@ -1,2 +1,2 @@
 -- Wakes the daemons after a change they cannot see through the events trigger.
-SELECT pg_notify('outbox_wakeup', '')
+SELECT pg_notify('outbox_wakeup', $1)

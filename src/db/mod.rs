@@ -2,13 +2,15 @@
 //! migrations in `sql/migrations/`; functions here take `&impl GenericClient`
 //! so they run inside a caller's transaction or on their own.
 
+pub mod connect;
 pub mod queue;
 pub mod webhooks;
 
-use std::time::Duration;
+pub use connect::DatabaseTarget;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{GenericClient, NoTls};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{GenericClient, Row};
 
 use crate::error::{Error, Result};
 
@@ -37,6 +39,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "time-ordered ids",
         include_str!("../../sql/migrations/0004_time_ordered_ids.sql"),
     ),
+    (
+        5,
+        "pooler-safe statements",
+        include_str!("../../sql/migrations/0005_pooler_safe_statements.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.
@@ -46,54 +53,24 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 /// concurrent `migrate` runs of several replicas.
 const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b64; // "webhookd"
 
-/// Parses a connection string into the driver's config, with a connect timeout
-/// so an unreachable server is reported instead of waited on.
-pub fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(|err| {
-        Error::Config(format!("DATABASE_URL is not a valid PostgreSQL URL: {err}"))
-    })?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
-    }
-    if config.get_application_name().is_none() {
-        config.application_name("webhookd");
-    }
-    Ok(config)
+/// Parses `DATABASE_URL`: sslmode, CA file, hosts (see [`connect::DatabaseTarget`]).
+pub fn parse_url(url: &str) -> Result<DatabaseTarget> {
+    DatabaseTarget::parse(url, "DATABASE_URL")
 }
 
 /// A connection pool. Connects once up front so that an unreachable database
 /// is a clear start-up error rather than the first query's.
-pub async fn connect_pool(url: &str, max_size: usize) -> Result<Pool> {
-    let mut config = parse_url(url)?;
-    // The daemon's statements are index lookups with small LIMITs. On a
-    // queue table that filled faster than autovacuum analyses it, the planner
-    // works from statistics of a much smaller table: it prefers a bitmap scan
-    // of every due row plus a sort, which makes each claim cost O(backlog)
-    // (30 ms instead of 4 ms at 50k due rows), or a sequential scan to find
-    // a few hundred rows by primary key (11 ms instead of 2 ms at 50k rows).
-    // Without those two the planner has only the indexes, which is what
-    // every statement here was written for. A plan that still has to scan a
-    // table sequentially (the one-row wake-up switch) then carries a cost
-    // penalty large enough to make PostgreSQL compile it to machine code on
-    // every run (40 ms each), and JIT never pays off for statements this
-    // short anyway: jit=off.
-    //
-    // synchronous_commit=off: the daemon's own writes (claims, results,
-    // fan-out) need not wait for the WAL flush. A database crash can lose the
-    // last few milliseconds of them, and the only effect is that those
-    // deliveries are sent again when their leases expire: at least once
-    // either way. Events themselves are committed by the producers, with
-    // their own settings.
-    let ours =
-        "-c enable_bitmapscan=off -c enable_seqscan=off -c jit=off -c synchronous_commit=off";
-    let options = match config.get_options() {
-        Some(existing) => format!("{existing} {ours}"),
-        None => ours.to_string(),
-    };
-    config.options(&options);
+///
+/// Connections carry no session state (no startup options, no `SET`, no
+/// named prepared statements), so the pool works through a connection pooler
+/// in transaction mode: a pooled server connection may serve another client
+/// between two of our statements. What the daemon's statements need from the
+/// planner and the commit is set inside the functions they call (migration
+/// 0005).
+pub async fn connect_pool(target: &DatabaseTarget, max_size: usize) -> Result<Pool> {
     let manager = Manager::from_config(
-        config,
-        NoTls,
+        target.config().clone(),
+        target.tls(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -102,35 +79,18 @@ pub async fn connect_pool(url: &str, max_size: usize) -> Result<Pool> {
         .max_size(max_size)
         .build()
         .map_err(|err| Error::Config(format!("cannot build the database pool: {err}")))?;
-    drop(
-        pool.get()
-            .await
-            .map_err(|err| unreachable_database(url, err))?,
-    );
+    match pool.get().await {
+        Ok(client) => drop(client),
+        Err(deadpool_postgres::PoolError::Backend(err)) => return Err(target.connect_error(&err)),
+        Err(other) => return Err(Error::Pool(format!("{} ({other})", target.redacted()))),
+    }
     Ok(pool)
 }
 
-/// One connection outside any pool (LISTEN, one-shot commands).
+/// One connection outside any pool (one-shot commands, tests), to the
+/// database at `url` (`DATABASE_URL` syntax).
 pub async fn connect_single(url: &str) -> Result<tokio_postgres::Client> {
-    let config = parse_url(url)?;
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|err| unreachable_database(url, deadpool_postgres::PoolError::Backend(err)))?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!(error = %err, "database connection closed");
-        }
-    });
-    Ok(client)
-}
-
-fn unreachable_database(url: &str, err: deadpool_postgres::PoolError) -> Error {
-    let detail = match &err {
-        deadpool_postgres::PoolError::Backend(source) => crate::error::driver_detail(source),
-        other => other.to_string(),
-    };
-    Error::Pool(format!("{} ({detail})", redact_url(url)))
+    parse_url(url)?.connect().await
 }
 
 /// The same server URL pointing at another database (the demo and the tests
@@ -267,11 +227,76 @@ pub async fn check_schema(client: &impl GenericClient) -> Result<()> {
 
 /// Wakes listening daemons (after a redeliver, say).
 pub async fn notify_wakeup(client: &impl GenericClient) -> Result<()> {
-    client
-        .execute(include_str!("../../sql/queries/notify_wakeup.sql"), &[])
-        .await
-        .map_err(|err| Error::db("notifying the daemons", err))?;
+    notify(client, "").await
+}
+
+/// Notifies the wake-up channel with `payload` (the LISTEN probe's own).
+pub async fn notify(client: &impl GenericClient, payload: &str) -> Result<()> {
+    query(
+        client,
+        "notifying the daemons",
+        include_str!("../../sql/queries/notify_wakeup.sql"),
+        &[(&payload, Type::TEXT)],
+    )
+    .await?;
     Ok(())
+}
+
+/// A statement parameter with its PostgreSQL type. Every statement is sent
+/// unnamed with its parameter types, in one round trip: nothing outlives it
+/// on the server connection, which is what a pooler in transaction mode needs.
+pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+
+/// Runs one statement and returns its rows; `doing` names it in errors.
+pub async fn query(
+    client: &impl GenericClient,
+    doing: &str,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<Vec<Row>> {
+    client
+        .query_typed(sql, params)
+        .await
+        .map_err(|err| Error::db(doing, err))
+}
+
+/// Runs one statement that returns exactly one row.
+pub async fn query_one(
+    client: &impl GenericClient,
+    doing: &str,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<Row> {
+    client
+        .query_typed_one(sql, params)
+        .await
+        .map_err(|err| Error::db(doing, err))
+}
+
+/// Runs one statement that returns at most one row.
+pub async fn query_opt(
+    client: &impl GenericClient,
+    doing: &str,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<Option<Row>> {
+    client
+        .query_typed_opt(sql, params)
+        .await
+        .map_err(|err| Error::db(doing, err))
+}
+
+/// Runs one statement and returns how many rows it changed.
+pub async fn execute(
+    client: &impl GenericClient,
+    doing: &str,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<u64> {
+    client
+        .execute_typed(sql, params)
+        .await
+        .map_err(|err| Error::db(doing, err))
 }
 
 #[cfg(test)]

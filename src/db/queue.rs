@@ -1,12 +1,15 @@
 //! The daemon's queries: fan-out, claim, write-back, release and wake-ups.
-//! Each is one statement and one round trip, prepared once per connection.
+//! Each is one unnamed statement and one round trip; the hot ones call the
+//! PL/pgSQL functions of migration 0005, which keep their plans.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
+use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+use crate::db;
 use crate::error::{Error, Result};
 
 /// What one fan-out batch did.
@@ -19,15 +22,14 @@ pub struct FanOutCount {
 }
 
 /// Fans out up to `batch` events.
-pub async fn fan_out(client: &impl GenericClient, batch: i64) -> Result<FanOutCount> {
-    let statement = client
-        .prepare_cached(include_str!("../../sql/queries/fan_out.sql"))
-        .await
-        .map_err(|err| Error::db("preparing fan-out", err))?;
-    let row = client
-        .query_one(&statement, &[&batch])
-        .await
-        .map_err(|err| Error::db("fanning out events", err))?;
+pub async fn fan_out(client: &impl GenericClient, batch: i32) -> Result<FanOutCount> {
+    let row = db::query_one(
+        client,
+        "fanning out events",
+        include_str!("../../sql/queries/fan_out.sql"),
+        &[(&batch, Type::INT4)],
+    )
+    .await?;
     Ok(FanOutCount {
         events: row.get("events"),
         deliveries: row.get("deliveries"),
@@ -38,9 +40,9 @@ pub async fn fan_out(client: &impl GenericClient, batch: i64) -> Result<FanOutCo
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
     /// Claim at most this many.
-    pub limit: i64,
+    pub limit: i32,
     /// How many of the oldest due rows to look at (fairness window).
-    pub scan_window: i64,
+    pub scan_window: i32,
     /// Look webhook by webhook instead of at the oldest due rows.
     pub by_webhook: bool,
     /// Webhooks with deliveries in flight …
@@ -80,27 +82,23 @@ pub struct ClaimedDelivery {
 
 /// Leases due deliveries.
 pub async fn claim(client: &impl GenericClient, request: &ClaimRequest<'_>) -> Result<ClaimedRows> {
-    let statement = client
-        .prepare_cached(include_str!("../../sql/queries/claim.sql"))
-        .await
-        .map_err(|err| Error::db("preparing the claim", err))?;
     let lease_ms = i64::try_from(request.lease.as_millis()).unwrap_or(i64::MAX);
-    let rows = client
-        .query(
-            &statement,
-            &[
-                &request.limit,
-                &request.scan_window,
-                &request.by_webhook,
-                &request.busy,
-                &request.free_slots,
-                &request.per_webhook_cap,
-                &lease_ms,
-                &request.token,
-            ],
-        )
-        .await
-        .map_err(|err| Error::db("claiming deliveries", err))?;
+    let rows = db::query(
+        client,
+        "claiming deliveries",
+        include_str!("../../sql/queries/claim.sql"),
+        &[
+            (&request.limit, Type::INT4),
+            (&request.scan_window, Type::INT4),
+            (&request.by_webhook, Type::BOOL),
+            (&request.busy, Type::UUID_ARRAY),
+            (&request.free_slots, Type::INT4_ARRAY),
+            (&request.per_webhook_cap, Type::INT4),
+            (&lease_ms, Type::INT8),
+            (&request.token, Type::UUID),
+        ],
+    )
+    .await?;
     let window_rows = rows.first().map(|row| row.get("window_rows")).unwrap_or(0);
     let deliveries = rows
         .iter()
@@ -172,10 +170,6 @@ pub struct AttemptRecord {
 /// Writes a batch of attempts back; returns how many landed (the others had
 /// lost their lease or been cancelled).
 pub async fn complete(client: &impl GenericClient, records: &[AttemptRecord]) -> Result<u64> {
-    let statement = client
-        .prepare_cached(include_str!("../../sql/queries/complete.sql"))
-        .await
-        .map_err(|err| Error::db("preparing the write-back", err))?;
     let ids: Vec<Uuid> = records.iter().map(|r| r.delivery_id).collect();
     let tokens: Vec<Uuid> = records.iter().map(|r| r.lease_token).collect();
     let statuses: Vec<&str> = records
@@ -208,25 +202,26 @@ pub async fn complete(client: &impl GenericClient, records: &[AttemptRecord]) ->
         .iter()
         .map(|r| r.response_excerpt.as_deref())
         .collect();
-    client
-        .execute(
-            &statement,
-            &[
-                &ids,
-                &tokens,
-                &statuses,
-                &codes,
-                &reasons,
-                &retry_in_ms,
-                &attempts,
-                &started,
-                &durations,
-                &outcomes,
-                &excerpts,
-            ],
-        )
-        .await
-        .map_err(|err| Error::db("writing delivery results", err))
+    let row = db::query_one(
+        client,
+        "writing delivery results",
+        include_str!("../../sql/queries/complete.sql"),
+        &[
+            (&ids, Type::UUID_ARRAY),
+            (&tokens, Type::UUID_ARRAY),
+            (&statuses, Type::TEXT_ARRAY),
+            (&codes, Type::INT4_ARRAY),
+            (&reasons, Type::TEXT_ARRAY),
+            (&retry_in_ms, Type::INT8_ARRAY),
+            (&attempts, Type::INT4_ARRAY),
+            (&started, Type::TIMESTAMPTZ_ARRAY),
+            (&durations, Type::INT4_ARRAY),
+            (&outcomes, Type::TEXT_ARRAY),
+            (&excerpts, Type::TEXT_ARRAY),
+        ],
+    )
+    .await?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }
 
 /// The latest success and failure of one webhook within a batch.
@@ -247,10 +242,6 @@ pub async fn fold_webhook_health(
     client: &impl GenericClient,
     health: &[WebhookHealth],
 ) -> Result<()> {
-    let statement = client
-        .prepare_cached(include_str!("../../sql/queries/fold_webhook_status.sql"))
-        .await
-        .map_err(|err| Error::db("preparing the webhook status update", err))?;
     let ids: Vec<Uuid> = health.iter().map(|h| h.webhook_id).collect();
     let successes: Vec<Option<DateTime<Utc>>> = health.iter().map(|h| h.last_success_at).collect();
     let failures: Vec<Option<DateTime<Utc>>> = health.iter().map(|h| h.last_failure_at).collect();
@@ -258,10 +249,18 @@ pub async fn fold_webhook_health(
         .iter()
         .map(|h| h.last_failure_reason.as_deref())
         .collect();
-    client
-        .execute(&statement, &[&ids, &successes, &failures, &reasons])
-        .await
-        .map_err(|err| Error::db("updating webhook status", err))?;
+    db::query(
+        client,
+        "updating webhook status",
+        include_str!("../../sql/queries/fold_webhook_status.sql"),
+        &[
+            (&ids, Type::UUID_ARRAY),
+            (&successes, Type::TIMESTAMPTZ_ARRAY),
+            (&failures, Type::TIMESTAMPTZ_ARRAY),
+            (&reasons, Type::TEXT_ARRAY),
+        ],
+    )
+    .await?;
     Ok(())
 }
 
@@ -269,13 +268,13 @@ pub async fn fold_webhook_health(
 pub async fn release(client: &impl GenericClient, leases: &[(Uuid, Uuid)]) -> Result<u64> {
     let ids: Vec<Uuid> = leases.iter().map(|(id, _)| *id).collect();
     let tokens: Vec<Uuid> = leases.iter().map(|(_, token)| *token).collect();
-    client
-        .execute(
-            include_str!("../../sql/queries/release.sql"),
-            &[&ids, &tokens],
-        )
-        .await
-        .map_err(|err| Error::db("releasing leased deliveries", err))
+    db::execute(
+        client,
+        "releasing leased deliveries",
+        include_str!("../../sql/queries/release.sql"),
+        &[(&ids, Type::UUID_ARRAY), (&tokens, Type::UUID_ARRAY)],
+    )
+    .await
 }
 
 /// What an idle replica needs to decide how long to sleep.
@@ -292,14 +291,13 @@ pub struct NextWork {
 
 /// When there is next something to do, and the state of the wake-up switch.
 pub async fn next_work(client: &impl GenericClient) -> Result<NextWork> {
-    let statement = client
-        .prepare_cached(include_str!("../../sql/queries/next_wakeup.sql"))
-        .await
-        .map_err(|err| Error::db("preparing the wake-up query", err))?;
-    let row = client
-        .query_one(&statement, &[])
-        .await
-        .map_err(|err| Error::db("finding the next due delivery", err))?;
+    let row = db::query_one(
+        client,
+        "finding the next due delivery",
+        include_str!("../../sql/queries/next_wakeup.sql"),
+        &[],
+    )
+    .await?;
     let next_at: Option<DateTime<Utc>> = row.get("next_at");
     let now: DateTime<Utc> = row.get("db_now");
     Ok(NextWork {
@@ -312,17 +310,23 @@ pub async fn next_work(client: &impl GenericClient) -> Result<NextWork> {
 /// Turns producers' NOTIFY on or off. When turning it on, returns the fence:
 /// transactions below it may have seen it off.
 pub async fn set_wakeup_notify(client: &impl GenericClient, notify: bool) -> Result<Option<i64>> {
-    client
-        .execute(include_str!("../../sql/queries/set_wakeup.sql"), &[&notify])
-        .await
-        .map_err(|err| Error::db("switching wake-up notifications", err))?;
+    db::query(
+        client,
+        "switching wake-up notifications",
+        include_str!("../../sql/queries/set_wakeup.sql"),
+        &[(&notify, Type::BOOL)],
+    )
+    .await?;
     if !notify {
         return Ok(None);
     }
-    let row = client
-        .query_one(include_str!("../../sql/queries/transaction_fence.sql"), &[])
-        .await
-        .map_err(|err| Error::db("reading the transaction fence", err))?;
+    let row = db::query_one(
+        client,
+        "reading the transaction fence",
+        include_str!("../../sql/queries/transaction_fence.sql"),
+        &[],
+    )
+    .await?;
     Ok(Some(row.get("fence")))
 }
 
@@ -343,14 +347,13 @@ pub struct QueueDepths {
 
 /// Reads the queue's depth.
 pub async fn queue_depths(client: &impl GenericClient) -> Result<QueueDepths> {
-    let statement = client
-        .prepare_cached(include_str!("../../sql/queries/queue_depths.sql"))
-        .await
-        .map_err(|err| Error::db("preparing the queue-depth query", err))?;
-    let row = client
-        .query_one(&statement, &[])
-        .await
-        .map_err(|err| Error::db("reading the queue depth", err))?;
+    let row = db::query_one(
+        client,
+        "reading the queue depth",
+        include_str!("../../sql/queries/queue_depths.sql"),
+        &[],
+    )
+    .await?;
     Ok(QueueDepths {
         pending: row.get("pending"),
         due: row.get("due"),
@@ -365,13 +368,13 @@ pub async fn webhook_secrets(
     client: &impl GenericClient,
     ids: &[Uuid],
 ) -> Result<Vec<(Uuid, Vec<u8>, String)>> {
-    let rows = client
-        .query(
-            include_str!("../../sql/queries/webhook_secrets.sql"),
-            &[&ids],
-        )
-        .await
-        .map_err(|err| Error::db("loading webhook secrets", err))?;
+    let rows = db::query(
+        client,
+        "loading webhook secrets",
+        include_str!("../../sql/queries/webhook_secrets.sql"),
+        &[(&ids, Type::UUID_ARRAY)],
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|row| (row.get(0), row.get(1), row.get(2)))
@@ -392,22 +395,25 @@ pub async fn delete_expired_events(
         .transaction()
         .await
         .map_err(|err| Error::db("starting retention", err))?;
-    let locked: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RETENTION_LOCK])
-        .await
-        .map_err(|err| Error::db("taking the retention lock", err))?
-        .get(0);
+    let locked: bool = db::query_one(
+        &*tx,
+        "taking the retention lock",
+        "SELECT pg_try_advisory_xact_lock($1)",
+        &[(&RETENTION_LOCK, Type::INT8)],
+    )
+    .await?
+    .get(0);
     if !locked {
         return Ok(None);
     }
     let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
-    let deleted = tx
-        .execute(
-            include_str!("../../sql/queries/retention_delete.sql"),
-            &[&keep_ms, &batch],
-        )
-        .await
-        .map_err(|err| Error::db("deleting expired events", err))?;
+    let deleted = db::execute(
+        &*tx,
+        "deleting expired events",
+        include_str!("../../sql/queries/retention_delete.sql"),
+        &[(&keep_ms, Type::INT8), (&batch, Type::INT8)],
+    )
+    .await?;
     tx.commit()
         .await
         .map_err(|err| Error::db("committing retention", err))?;
@@ -431,10 +437,13 @@ pub struct VacuumCandidate {
 
 /// The queue tables' vacuum state.
 pub async fn vacuum_candidates(client: &impl GenericClient) -> Result<Vec<VacuumCandidate>> {
-    let rows = client
-        .query(include_str!("../../sql/queries/vacuum_candidates.sql"), &[])
-        .await
-        .map_err(|err| Error::db("reading vacuum statistics", err))?;
+    let rows = db::query(
+        client,
+        "reading vacuum statistics",
+        include_str!("../../sql/queries/vacuum_candidates.sql"),
+        &[],
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|row| VacuumCandidate {

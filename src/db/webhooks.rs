@@ -1,9 +1,11 @@
 //! Management queries: webhooks, redelivery and emitting events.
 
 use chrono::{DateTime, Utc};
+use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+use crate::db;
 use crate::error::{Error, Result};
 
 /// A webhook row as the dashboard and the CLI show it.
@@ -54,20 +56,20 @@ pub struct NewWebhook<'a> {
 
 /// Inserts a webhook; returns id, organization, url, label, status, created_at.
 pub async fn insert(client: &impl GenericClient, webhook: &NewWebhook<'_>) -> Result<WebhookRow> {
-    let row = client
-        .query_one(
-            include_str!("../../sql/queries/webhook_insert.sql"),
-            &[
-                &webhook.id,
-                &webhook.organization_id,
-                &webhook.url,
-                &webhook.label,
-                &webhook.secret_ciphertext,
-                &webhook.secret_key_id,
-            ],
-        )
-        .await
-        .map_err(|err| Error::db("creating the webhook", err))?;
+    let row = db::query_one(
+        client,
+        "creating the webhook",
+        include_str!("../../sql/queries/webhook_insert.sql"),
+        &[
+            (&webhook.id, Type::UUID),
+            (&webhook.organization_id, Type::UUID),
+            (&webhook.url, Type::TEXT),
+            (&webhook.label, Type::TEXT),
+            (&webhook.secret_ciphertext, Type::BYTEA),
+            (&webhook.secret_key_id, Type::TEXT),
+        ],
+    )
+    .await?;
     Ok(WebhookRow {
         id: row.get("id"),
         organization_id: row.get("organization_id"),
@@ -86,13 +88,13 @@ pub async fn insert(client: &impl GenericClient, webhook: &NewWebhook<'_>) -> Re
 
 /// An organization's webhooks with their status fields, oldest first.
 pub async fn list(client: &impl GenericClient, organization_id: Uuid) -> Result<Vec<WebhookRow>> {
-    let rows = client
-        .query(
-            include_str!("../../sql/queries/webhook_list.sql"),
-            &[&organization_id],
-        )
-        .await
-        .map_err(|err| Error::db("listing webhooks", err))?;
+    let rows = db::query(
+        client,
+        "listing webhooks",
+        include_str!("../../sql/queries/webhook_list.sql"),
+        &[(&organization_id, Type::UUID)],
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|row| WebhookRow {
@@ -148,31 +150,31 @@ async fn revoke_once(client: &mut tokio_postgres::Client, webhook_id: Uuid) -> R
         .transaction()
         .await
         .map_err(|err| Error::db("revoking the webhook", err))?;
-    let found = tx
-        .query_opt(
-            include_str!("../../sql/queries/webhook_lock.sql"),
-            &[&webhook_id],
-        )
-        .await
-        .map_err(|err| Error::db("revoking the webhook", err))?;
+    let found = db::query_opt(
+        &tx,
+        "revoking the webhook",
+        include_str!("../../sql/queries/webhook_lock.sql"),
+        &[(&webhook_id, Type::UUID)],
+    )
+    .await?;
     if found.is_none() {
         return Err(Error::NotFound(format!("no webhook with id {webhook_id}")));
     }
-    let newly_revoked = tx
-        .execute(
-            include_str!("../../sql/queries/webhook_revoke.sql"),
-            &[&webhook_id],
-        )
-        .await
-        .map_err(|err| Error::db("revoking the webhook", err))?
+    let newly_revoked = db::execute(
+        &tx,
+        "revoking the webhook",
+        include_str!("../../sql/queries/webhook_revoke.sql"),
+        &[(&webhook_id, Type::UUID)],
+    )
+    .await?
         > 0;
-    let cancelled = tx
-        .execute(
-            include_str!("../../sql/queries/deliveries_cancel_for_webhook.sql"),
-            &[&webhook_id],
-        )
-        .await
-        .map_err(|err| Error::db("cancelling pending deliveries", err))?;
+    let cancelled = db::execute(
+        &tx,
+        "cancelling pending deliveries",
+        include_str!("../../sql/queries/deliveries_cancel_for_webhook.sql"),
+        &[(&webhook_id, Type::UUID)],
+    )
+    .await?;
     tx.commit()
         .await
         .map_err(|err| Error::db("revoking the webhook", err))?;
@@ -185,23 +187,23 @@ async fn revoke_once(client: &mut tokio_postgres::Client, webhook_id: Uuid) -> R
 /// Puts a failed or delivered delivery back to pending for a new round of
 /// attempts. Explains why when it cannot.
 pub async fn redeliver(client: &impl GenericClient, delivery_id: Uuid) -> Result<()> {
-    let requeued = client
-        .query_opt(
-            include_str!("../../sql/queries/delivery_redeliver.sql"),
-            &[&delivery_id],
-        )
-        .await
-        .map_err(|err| Error::db("redelivering", err))?;
+    let requeued = db::query_opt(
+        client,
+        "redelivering",
+        include_str!("../../sql/queries/delivery_redeliver.sql"),
+        &[(&delivery_id, Type::UUID)],
+    )
+    .await?;
     if requeued.is_some() {
         return Ok(());
     }
-    let state = client
-        .query_opt(
-            include_str!("../../sql/queries/delivery_state.sql"),
-            &[&delivery_id],
-        )
-        .await
-        .map_err(|err| Error::db("redelivering", err))?;
+    let state = db::query_opt(
+        client,
+        "redelivering",
+        include_str!("../../sql/queries/delivery_state.sql"),
+        &[(&delivery_id, Type::UUID)],
+    )
+    .await?;
     let Some(state) = state else {
         return Err(Error::NotFound(format!(
             "no delivery with id {delivery_id}"
@@ -224,13 +226,17 @@ pub async fn emit(
     event: &str,
     data: &serde_json::Value,
 ) -> Result<Uuid> {
-    let row = client
-        .query_one(
-            include_str!("../../sql/queries/emit.sql"),
-            &[&organization_id, &event, data],
-        )
-        .await
-        .map_err(|err| Error::db("emitting the event", err))?;
+    let row = db::query_one(
+        client,
+        "emitting the event",
+        include_str!("../../sql/queries/emit.sql"),
+        &[
+            (&organization_id, Type::UUID),
+            (&event, Type::TEXT),
+            (&data, Type::JSONB),
+        ],
+    )
+    .await?;
     Ok(row.get(0))
 }
 
@@ -300,15 +306,15 @@ pub struct DeliveryFilter {
 
 /// A webhook's status (`active`/`revoked`), or NotFound.
 pub async fn webhook_state(client: &impl GenericClient, webhook_id: Uuid) -> Result<String> {
-    client
-        .query_opt(
-            include_str!("../../sql/queries/webhook_state.sql"),
-            &[&webhook_id],
-        )
-        .await
-        .map_err(|err| Error::db("reading the webhook", err))?
-        .map(|row| row.get(0))
-        .ok_or_else(|| Error::NotFound(format!("no webhook with id {webhook_id}")))
+    db::query_opt(
+        client,
+        "reading the webhook",
+        include_str!("../../sql/queries/webhook_state.sql"),
+        &[(&webhook_id, Type::UUID)],
+    )
+    .await?
+    .map(|row| row.get(0))
+    .ok_or_else(|| Error::NotFound(format!("no webhook with id {webhook_id}")))
 }
 
 /// A webhook's recent deliveries, newest first, each with its attempts.
@@ -318,13 +324,18 @@ pub async fn deliveries(
     filter: &DeliveryFilter,
 ) -> Result<Vec<DeliveryRow>> {
     webhook_state(client, webhook_id).await?;
-    let rows = client
-        .query(
-            include_str!("../../sql/queries/deliveries_for_webhook.sql"),
-            &[&webhook_id, &filter.status, &filter.before, &filter.limit],
-        )
-        .await
-        .map_err(|err| Error::db("listing deliveries", err))?;
+    let rows = db::query(
+        client,
+        "listing deliveries",
+        include_str!("../../sql/queries/deliveries_for_webhook.sql"),
+        &[
+            (&webhook_id, Type::UUID),
+            (&filter.status, Type::TEXT),
+            (&filter.before, Type::TIMESTAMPTZ),
+            (&filter.limit, Type::INT8),
+        ],
+    )
+    .await?;
     let mut deliveries: Vec<DeliveryRow> = rows
         .iter()
         .map(|row| DeliveryRow {
@@ -343,13 +354,13 @@ pub async fn deliveries(
         })
         .collect();
     let ids: Vec<Uuid> = deliveries.iter().map(|d| d.id).collect();
-    let attempts = client
-        .query(
-            include_str!("../../sql/queries/attempts_for_deliveries.sql"),
-            &[&ids],
-        )
-        .await
-        .map_err(|err| Error::db("listing attempts", err))?;
+    let attempts = db::query(
+        client,
+        "listing attempts",
+        include_str!("../../sql/queries/attempts_for_deliveries.sql"),
+        &[(&ids, Type::UUID_ARRAY)],
+    )
+    .await?;
     let mut by_delivery: std::collections::HashMap<Uuid, Vec<AttemptRow>> =
         std::collections::HashMap::new();
     for row in attempts {
@@ -385,11 +396,15 @@ pub async fn recover(
             "webhook {webhook_id} is revoked; its deliveries cannot be recovered"
         )));
     }
-    client
-        .execute(
-            include_str!("../../sql/queries/webhook_recover.sql"),
-            &[&webhook_id, &since, &until],
-        )
-        .await
-        .map_err(|err| Error::db("recovering failed deliveries", err))
+    db::execute(
+        client,
+        "recovering failed deliveries",
+        include_str!("../../sql/queries/webhook_recover.sql"),
+        &[
+            (&webhook_id, Type::UUID),
+            (&since, Type::TIMESTAMPTZ),
+            (&until, Type::TIMESTAMPTZ),
+        ],
+    )
+    .await
 }

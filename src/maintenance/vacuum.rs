@@ -71,7 +71,7 @@ impl Vacuum {
     pub async fn run_once(&self) -> Result<Vec<String>> {
         let client = self.pool.get().await?;
         let mut vacuumed = Vec::new();
-        for table in db::queue::vacuum_candidates(&client).await? {
+        for table in db::queue::vacuum_candidates(&**client).await? {
             let threshold = self
                 .config
                 .min_dead

@@ -22,7 +22,7 @@ use tokio::time::timeout_at;
 use uuid::Uuid;
 
 pub use connect::{Resolve, SystemResolver};
-pub use outcome::{format_duration, Outcome, OutcomeCode};
+pub use outcome::{describe_tls, format_duration, Outcome, OutcomeCode};
 
 use crate::error::{Error, Result};
 use crate::guard::TargetUrl;

@@ -42,7 +42,9 @@ async fn retention_deletes_old_finished_events_with_their_deliveries_and_keeps_t
     app.wait_for_deliveries("status = 'delivered'", 4).await;
     daemon.stop().await.unwrap();
 
-    let pool = webhookd::db::connect_pool(&app.db.url, 2).await.unwrap();
+    let pool = webhookd::db::connect_pool(&webhookd::db::parse_url(&app.db.url).unwrap(), 2)
+        .await
+        .unwrap();
     let (_trigger, shutdown) = webhookd::shutdown::channel();
     let retention = Retention::new(
         RetentionConfig {
@@ -135,7 +137,9 @@ async fn the_vacuum_sweeper_vacuums_a_table_whose_dead_tuples_pass_the_threshold
     )
     .await;
 
-    let pool = webhookd::db::connect_pool(&app.db.url, 2).await.unwrap();
+    let pool = webhookd::db::connect_pool(&webhookd::db::parse_url(&app.db.url).unwrap(), 2)
+        .await
+        .unwrap();
     let vacuum = Vacuum::new(
         VacuumConfig {
             min_dead: 100,

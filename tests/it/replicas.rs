@@ -838,16 +838,13 @@ impl CountingReceiver {
 /// A connection for the test's own queries, named so that terminating the
 /// daemon's connections (`application_name = 'webhookd'`) spares it.
 async fn observer(url: &str) -> tokio_postgres::Client {
-    let mut config = webhookd::db::parse_url(url).expect("database URL");
-    config.application_name("webhookd-tests");
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
+    let named = format!(
+        "{url}{}application_name=webhookd-tests",
+        if url.contains('?') { "&" } else { "?" }
+    );
+    webhookd::db::connect_single(&named)
         .await
-        .expect("connect to the test database");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
+        .expect("connect to the test database")
 }
 
 async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
