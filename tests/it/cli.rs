@@ -13,147 +13,15 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use uuid::Uuid;
 
+use crate::harness::process::{Webhookd, COMMAND_LIMIT};
 use crate::harness::{expected_signature, secret_key, wait_until, Receiver, TestApp, TestDb};
 
-/// Longest any single command may take.
-const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 /// Longest a delivery may take to be recorded.
 const DELIVERY_LIMIT: Duration = Duration::from_secs(20);
 /// A URL that passes validation with `--allow-private-targets` and is never contacted.
 const UNUSED_TARGET: &str = "http://127.0.0.1:9/x";
 /// Unreachable (nothing listens on port 1), with a password that must never be shown.
 const UNREACHABLE_DATABASE: &str = "postgres://postgres:hunter2@127.0.0.1:1/postgres";
-
-/// One `webhookd` invocation being prepared.
-struct Webhookd {
-    command: Command,
-    shown: String,
-}
-
-impl Webhookd {
-    /// `webhookd ARGS` against `database_url`, with nothing else from our environment.
-    fn new(database_url: &str, args: &[&str]) -> Webhookd {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_webhookd"));
-        for (name, _) in std::env::vars_os() {
-            let inherited = name.to_string_lossy();
-            if inherited.starts_with("WEBHOOKD_") || inherited == "RUST_LOG" {
-                command.env_remove(&name);
-            }
-        }
-        command
-            .args(args)
-            .env("DATABASE_URL", database_url)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        Webhookd {
-            command,
-            shown: format!("webhookd {}", args.join(" ")),
-        }
-    }
-
-    /// Sets `WEBHOOKD_SECRET_KEY`.
-    fn key(self, key: &str) -> Webhookd {
-        self.env("WEBHOOKD_SECRET_KEY", key)
-    }
-
-    /// Sets an environment variable.
-    fn env(mut self, name: &str, value: &str) -> Webhookd {
-        self.command.env(name, value);
-        self
-    }
-
-    /// Removes an environment variable.
-    fn unset(mut self, name: &str) -> Webhookd {
-        self.command.env_remove(name);
-        self
-    }
-
-    /// Runs to completion within [`COMMAND_LIMIT`].
-    async fn output(mut self) -> Outcome {
-        let output = tokio::time::timeout(COMMAND_LIMIT, self.command.output())
-            .await
-            .unwrap_or_else(|_| panic!("`{}` did not finish within {COMMAND_LIMIT:?}", self.shown))
-            .unwrap_or_else(|err| panic!("cannot start `{}`: {err}", self.shown));
-        Outcome {
-            shown: self.shown,
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-}
-
-/// What a finished `webhookd` did.
-struct Outcome {
-    shown: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Outcome {
-    /// Asserts exit 0; returns stdout.
-    fn succeeded(&self) -> &str {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "`{}` should succeed\nstdout: {}\nstderr: {}",
-            self.shown,
-            self.stdout,
-            self.stderr
-        );
-        &self.stdout
-    }
-
-    /// Asserts exit `code` with exactly one plain line on stderr and nothing
-    /// on stdout; returns that line.
-    fn failed_with(&self, code: i32) -> &str {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "exit status of `{}`\nstdout: {}\nstderr: {}",
-            self.shown,
-            self.stdout,
-            self.stderr
-        );
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "`{}` should say what is wrong in one line, said:\n{}",
-            self.shown,
-            self.stderr
-        );
-        let line = lines[0];
-        assert!(
-            line.starts_with("webhookd: ") && line.len() > "webhookd: ".len(),
-            "`{}`: {line:?}",
-            self.shown
-        );
-        assert!(
-            !line.contains("panicked"),
-            "`{}` panicked: {line}",
-            self.shown
-        );
-        assert!(!line.contains("RUST_BACKTRACE"), "`{}`: {line}", self.shown);
-        assert_eq!(
-            self.stdout, "",
-            "`{}` printed to stdout while failing",
-            self.shown
-        );
-        line
-    }
-
-    /// Asserts exit 0 and parses stdout as one JSON value.
-    fn json(&self) -> Value {
-        let stdout = self.succeeded();
-        serde_json::from_str(stdout)
-            .unwrap_or_else(|err| panic!("`{}` should print JSON ({err}):\n{stdout}", self.shown))
-    }
-}
 
 /// `webhooks create` with private targets allowed; returns the printed object.
 async fn create_webhook(app: &TestApp, org: Uuid, url: &str, label: &str) -> Value {

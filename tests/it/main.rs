@@ -10,6 +10,7 @@ mod delivery;
 mod fencing;
 mod maintenance;
 mod management;
+mod pooler;
 mod receivers;
 mod replicas;
 mod samples;

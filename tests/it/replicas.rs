@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 use webhookd::demo::cluster::ThrowawayCluster;
@@ -34,6 +33,7 @@ use webhookd::signing::SecretBox;
 use webhookd::webhooks::{self, CreateWebhook};
 use webhookd::EventType;
 
+use crate::harness::process::{message, Replica};
 use crate::harness::{sample, secret_key, wait_until, Receiver, TestApp};
 
 /// Emits `$2` `vote.created` events for organization `$1` in one statement.
@@ -42,7 +42,6 @@ const BULK_EMIT: &str = "INSERT INTO outbox.events (organization_id, event, data
      FROM generate_series(1, $2::bigint) i";
 
 /// How long a replica may take to become ready or to exit.
-const PROCESS_WAIT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------
 // Tests
@@ -635,135 +634,6 @@ async fn a_full_postgresql_restart_is_survived() {
     assert_eq!(daemon.exit_status().await.code(), Some(0));
     drop(db);
     cluster.stop().await.expect("stop the throwaway cluster");
-}
-
-// ---------------------------------------------------------------------------
-// A replica: the real binary as a child process
-// ---------------------------------------------------------------------------
-
-/// One `webhookd run` process, its admin address and its JSON log lines.
-struct Replica {
-    child: tokio::process::Child,
-    admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Replica {
-    /// Starts `webhookd run` with `flags` on a free admin port.
-    fn start(database_url: &str, key: &str, flags: &[&str]) -> Replica {
-        let admin = free_local_address();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webhookd"))
-            .args(["--log-format", "json", "run", "--allow-private-targets"])
-            .args(["--admin-addr", &admin.to_string()])
-            .args(flags)
-            .env("DATABASE_URL", database_url)
-            .env("WEBHOOKD_SECRET_KEY", key)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start webhookd run");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let lines = log.clone();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Replica { child, admin, log }
-    }
-
-    /// Sends a signal (`-TERM`, `-KILL`) with kill(1).
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("the replica is running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill {signal} {pid}");
-    }
-
-    /// Waits (bounded) for the process to end.
-    async fn exit_status(&mut self) -> ExitStatus {
-        tokio::time::timeout(PROCESS_WAIT, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("the replica exits within {PROCESS_WAIT:?}"))
-            .expect("wait for the replica")
-    }
-
-    fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// The HTTP status of `/readyz`, `None` when nothing answers.
-    async fn readyz(&self) -> Option<u16> {
-        http_status(self.admin, "/readyz").await
-    }
-
-    /// Waits until `/readyz` answers 200 (database answers, LISTEN active).
-    async fn wait_ready(&self) {
-        wait_until(
-            &format!("/readyz 200 on {}", self.admin),
-            PROCESS_WAIT,
-            || async { self.readyz().await == Some(200) },
-        )
-        .await;
-    }
-
-    /// The log so far, one JSON object per line (other lines are skipped).
-    fn log_events(&self) -> Vec<serde_json::Value> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-fn message(event: &serde_json::Value) -> String {
-    event
-        .get("message")
-        .and_then(|m| m.as_str())
-        .unwrap_or("")
-        .to_string()
-}
-
-/// An address on 127.0.0.1 that was free a moment ago.
-fn free_local_address() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port on 127.0.0.1")
-}
-
-/// One GET over a raw TCP connection; the status code, or `None` when the
-/// server does not answer within 5 s.
-async fn http_status(address: SocketAddr, path: &str) -> Option<u16> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        String::from_utf8_lossy(&response)
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .ok()
-        .flatten()
 }
 
 // ---------------------------------------------------------------------------

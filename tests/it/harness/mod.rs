@@ -2,6 +2,8 @@
 //! at `DATABASE_URL`, real HTTP(S) receivers on 127.0.0.1, the daemon
 //! in-process or as the real binary, and waits on conditions with deadlines.
 
+pub mod pooler;
+pub mod process;
 pub mod receiver;
 pub mod tls;
 
