@@ -5,6 +5,7 @@ mod harness;
 
 mod api;
 mod cli;
+mod clusters;
 mod dashboard;
 mod delivery;
 mod fencing;
