@@ -8,6 +8,7 @@ mod cli;
 mod clusters;
 mod dashboard;
 mod delivery;
+mod failover;
 mod fencing;
 mod maintenance;
 mod management;
