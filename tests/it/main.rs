@@ -5,8 +5,10 @@ mod harness;
 
 mod api;
 mod cli;
+mod clusters;
 mod dashboard;
 mod delivery;
+mod failover;
 mod fencing;
 mod maintenance;
 mod management;
