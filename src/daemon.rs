@@ -20,12 +20,12 @@ use crate::db;
 use crate::dispatcher::{Dispatcher, DispatcherParts};
 use crate::error::{Error, Result};
 use crate::fanout::{FanOut, FanOutConfig, FanOutPump, FanOutRound};
+use crate::keys::Keyring;
 use crate::metrics::Metrics;
 use crate::notifier::{IdleStep, Notifier, NotifierConfig, WakeupSwitch};
 use crate::retry::RetryPolicy;
 use crate::sender::{Sender, SenderConfig};
 use crate::shutdown::Shutdown;
-use crate::signing::SecretBox;
 
 /// Everything `webhookd run` needs, validated.
 #[derive(Clone)]
@@ -47,8 +47,12 @@ pub struct DaemonConfig {
     /// How long in-flight requests may finish after SIGTERM before their
     /// leases are released.
     pub shutdown_grace: Duration,
-    /// Opens webhook secrets.
-    pub secrets: SecretBox,
+    /// Seals new webhook secrets and opens stored ones.
+    pub secrets: Keyring,
+    /// How long a delivery whose webhook secret no configured key opens
+    /// waits before it is claimed again (see
+    /// [`crate::dispatcher::UNOPENABLE_SECRET_DELAY`]).
+    pub unopenable_secret_delay: Duration,
     /// Connections in the pool.
     pub pool_size: usize,
     /// Where `/healthz`, `/readyz`, `/metrics` and the management API are served.
@@ -78,6 +82,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
     {
         let client = pool.get().await?;
         db::check_schema(&**client).await?;
+        crate::keys::warn_if_unconfigured(&**client, &config.secrets).await;
     }
     let sender = Arc::new(Sender::new(config.sender.clone())?);
     let signals = Signals {
@@ -115,6 +120,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
             listening: signals.listening.clone(),
             metrics: metrics.clone(),
             in_flight: in_flight.clone(),
+            secret_key_ids: config.secrets.key_ids().into(),
             api: config.admin_token.as_ref().map(|token| {
                 Arc::new(crate::api::ManagementApi::new(
                     crate::api::ApiConfig {
@@ -152,6 +158,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         sender: sender.clone(),
         retry: config.retry,
         secrets: config.secrets.clone(),
+        unopenable_delay: config.unopenable_secret_delay,
         allow_private_targets: config.sender.allow_private_targets,
         pool: pool.clone(),
         in_flight: in_flight.clone(),

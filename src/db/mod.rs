@@ -2,6 +2,7 @@
 //! migrations in `sql/migrations/`; functions here take `&impl GenericClient`
 //! so they run inside a caller's transaction or on their own.
 
+pub mod keys;
 pub mod queue;
 pub mod webhooks;
 

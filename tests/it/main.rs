@@ -8,6 +8,7 @@ mod cli;
 mod dashboard;
 mod delivery;
 mod fencing;
+mod keys;
 mod maintenance;
 mod management;
 mod receivers;
