@@ -1,5 +1,6 @@
 //! The admin listener on `--admin-addr`: `/healthz` (the process is alive),
-//! `/readyz` (the database answers and LISTEN is active or known not to work) and `/metrics`
+//! `/readyz` (the database answers, LISTEN is active or known not to work,
+//! and every active webhook's secret opens with a configured key) and `/metrics`
 //! (Prometheus text format), and under `/v1/` the management API when it is
 //! enabled ([`crate::api`]). Anything else is 404.
 
@@ -33,6 +34,8 @@ pub struct Readiness {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// This replica's in-flight deliveries.
     pub in_flight: Arc<crate::claimer::InFlight>,
+    /// Ids of the keys this daemon opens webhook secrets with.
+    pub secret_key_ids: Arc<[String]>,
     /// The management API, when `WEBHOOKD_ADMIN_TOKEN` is set.
     pub api: Option<Arc<crate::api::ManagementApi>>,
 }
@@ -84,7 +87,11 @@ async fn respond(
         "/metrics" => {
             let text = readiness
                 .metrics
-                .render(&readiness.pool, readiness.in_flight.total())
+                .render(
+                    &readiness.pool,
+                    readiness.in_flight.total(),
+                    &readiness.secret_key_ids,
+                )
                 .await;
             let mut response = Response::new(Full::new(Bytes::from(text)));
             response.headers_mut().insert(
@@ -98,7 +105,14 @@ async fn respond(
             let listen = readiness.listen.get();
             // Poll-only is a working mode (slower to react), not an outage.
             let listen_ok = matches!(listen, ListenState::Active | ListenState::PollOnly);
-            let status = if database == DatabaseState::Ok && listen_ok {
+            let secrets = match database {
+                DatabaseState::Ok => secrets_state(&readiness).await,
+                _ => None,
+            };
+            // A look that failed says nothing about the keys: the database
+            // field reports what is wrong then.
+            let secrets_ok = !matches!(secrets, Some(Some(_)));
+            let status = if database == DatabaseState::Ok && listen_ok && secrets_ok {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -115,6 +129,11 @@ async fn respond(
                     ListenState::Connecting => "reconnecting",
                     ListenState::PollOnly => "unavailable: no notifications arrive on this connection \
                         (a pooler in transaction mode?); polling every second instead",
+                },
+                "secrets": match secrets {
+                    Some(None) => "ok".to_string(),
+                    Some(Some(problem)) => problem,
+                    None => "unknown".to_string(),
                 },
             });
             (status, body.to_string())
@@ -151,5 +170,18 @@ async fn database_state(pool: &Pool) -> DatabaseState {
         Ok(Ok(())) => DatabaseState::Ok,
         Ok(Err(Error::Schema(_))) => DatabaseState::SchemaOutdated,
         _ => DatabaseState::Unreachable,
+    }
+}
+
+/// `Some(None)` when every active webhook's secret is sealed with a configured
+/// key, `Some(Some(why))` when some are not, `None` when the look failed.
+async fn secrets_state(readiness: &Readiness) -> Option<Option<String>> {
+    let look = async {
+        let client = readiness.pool.get().await.map_err(Error::from)?;
+        crate::keys::unconfigured_webhooks(&**client, &readiness.secret_key_ids).await
+    };
+    match tokio::time::timeout(Duration::from_secs(2), look).await {
+        Ok(Ok(missing)) => Some(crate::keys::describe_unconfigured(&missing)),
+        _ => None,
     }
 }

@@ -21,8 +21,8 @@ use uuid::Uuid;
 use crate::db;
 use crate::db::webhooks::DeliveryFilter;
 use crate::error::Error;
+use crate::keys::Keyring;
 use crate::sender::Resolve;
-use crate::signing::SecretBox;
 use crate::webhooks::{self, CreateWebhook};
 
 /// Shortest admin token accepted: it guards webhook creation.
@@ -36,7 +36,7 @@ const MAX_LIMIT: i64 = 100;
 pub struct ManagementApi {
     token_digest: [u8; 32],
     pool: Pool,
-    secrets: SecretBox,
+    secrets: Keyring,
     allow_private_targets: bool,
     resolver: Arc<dyn Resolve>,
 }
@@ -45,8 +45,8 @@ pub struct ManagementApi {
 pub struct ApiConfig {
     /// The bearer token.
     pub token: String,
-    /// Opens and seals webhook secrets.
-    pub secrets: SecretBox,
+    /// Seals new webhook secrets with its current key.
+    pub secrets: Keyring,
     /// As `--allow-private-targets`.
     pub allow_private_targets: bool,
     /// Name resolution for the URL check at creation.
@@ -216,8 +216,13 @@ impl ManagementApi {
             allow_private_targets: self.allow_private_targets,
         };
         let client = self.pool.get().await.map_err(Error::from)?;
-        let created =
-            webhooks::create(&**client, &self.secrets, self.resolver.as_ref(), &request).await?;
+        let created = webhooks::create(
+            &**client,
+            self.secrets.current(),
+            self.resolver.as_ref(),
+            &request,
+        )
+        .await?;
         Ok((
             StatusCode::CREATED,
             serde_json::to_value(created).unwrap_or_default(),

@@ -43,6 +43,9 @@ pub enum Command {
     /// Manage webhooks.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Manage the keys that encrypt webhook secrets.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Emit one event (validated like `outbox.emit`); prints the event id.
     Emit {
         /// Organization UUID.
@@ -95,6 +98,15 @@ pub enum WebhooksCommand {
     },
 }
 
+/// `webhookd keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-encrypt every webhook secret under WEBHOOKD_SECRET_KEY, opening each
+    /// with it or a key in WEBHOOKD_SECRET_KEY_PREVIOUS; prints {"reencrypted": N}.
+    /// Idempotent, and safe beside running daemons (see docs/KEY-ROTATION.md).
+    Rotate,
+}
+
 /// Runs one command to completion.
 pub async fn execute(cli: Cli) -> Result<()> {
     let url = cli.database_url.as_str();
@@ -113,8 +125,8 @@ pub async fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            let secret_key = std::env::var("WEBHOOKD_SECRET_KEY").ok();
-            let mut config = args.validate(url, secret_key.as_deref())?;
+            let keyring = crate::config::keyring_from_env()?;
+            let mut config = args.validate_with_keyring(url, keyring)?;
             config.admin_token =
                 crate::config::admin_token(std::env::var("WEBHOOKD_ADMIN_TOKEN").ok())?;
             let (trigger, shutdown) = shutdown::channel();
@@ -125,6 +137,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             crate::daemon::run(config, shutdown).await
         }
         Command::Webhooks(command) => webhooks_command(url, command).await,
+        Command::Keys(KeysCommand::Rotate) => rotate_keys(url).await,
         Command::Emit { org, event, data } => {
             let data: serde_json::Value = serde_json::from_str(&data)
                 .map_err(|err| Error::Input(format!("--data is not valid JSON: {err}")))?;
@@ -159,11 +172,16 @@ async fn webhooks_command(url: &str, command: WebhooksCommand) -> Result<()> {
                 allow_private_targets,
             };
             webhooks::validate(&request)?;
-            let secrets =
-                crate::config::secret_box(std::env::var("WEBHOOKD_SECRET_KEY").ok().as_deref())?;
+            let keyring = crate::config::keyring_from_env()?;
             let client = connected(url).await?;
-            let created = webhooks::create(&client, &secrets, &SystemResolver, &request).await?;
-            print_json(&created)
+            let elsewhere = crate::keys::sealed_elsewhere(&client, &keyring).await?;
+            let created =
+                webhooks::create(&client, keyring.current(), &SystemResolver, &request).await?;
+            print_json(&created)?;
+            if let Some(warning) = elsewhere {
+                eprintln!("webhookd: warning: {warning}");
+            }
+            Ok(())
         }
         WebhooksCommand::List { org } => {
             let client = connected(url).await?;
@@ -181,6 +199,31 @@ async fn webhooks_command(url: &str, command: WebhooksCommand) -> Result<()> {
                 println!("webhook {webhook_id} was already revoked");
             }
             Ok(())
+        }
+    }
+}
+
+/// `keys rotate`: the count on stdout; secrets that did not open make it end
+/// with one line on stderr and exit status 1 (the rest was still rotated).
+async fn rotate_keys(url: &str) -> Result<()> {
+    use crate::keys::rotate::{describe_unopenable, KeyRotation, BATCH_DEFAULT};
+    let keyring = crate::config::keyring_from_env()?;
+    let client = connected(url).await?;
+    let outcome = KeyRotation::new(&keyring, BATCH_DEFAULT)
+        .run(&client)
+        .await?;
+    match describe_unopenable(&outcome) {
+        None => {
+            println!("{{\"reencrypted\": {}}}", outcome.reencrypted);
+            Ok(())
+        }
+        Some(problem) => {
+            println!(
+                "{{\"reencrypted\": {}, \"unopenable\": {}}}",
+                outcome.reencrypted,
+                outcome.unopenable_total()
+            );
+            Err(Error::Other(problem))
         }
     }
 }

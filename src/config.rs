@@ -13,6 +13,7 @@ use crate::daemon::{DaemonConfig, ListenConfig};
 use crate::db::DatabaseTarget;
 use crate::error::{Error, Result};
 use crate::fanout::FanOutConfig;
+use crate::keys::Keyring;
 use crate::retry::{RetryPolicy, MAX_JITTER};
 use crate::sender::{format_duration, SenderConfig, SystemResolver};
 use crate::signing::SecretBox;
@@ -135,9 +136,17 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The validated daemon configuration. `secret_key` is the value of
-    /// `WEBHOOKD_SECRET_KEY`.
+    /// `WEBHOOKD_SECRET_KEY`; no previous keys.
     pub fn validate(&self, database_url: &str, secret_key: Option<&str>) -> Result<DaemonConfig> {
-        let secrets = secret_box(secret_key)?;
+        self.validate_with_keyring(database_url, keyring(secret_key, None)?)
+    }
+
+    /// The validated daemon configuration, opening secrets with `secrets`.
+    pub fn validate_with_keyring(
+        &self,
+        database_url: &str,
+        secrets: Keyring,
+    ) -> Result<DaemonConfig> {
         let budget = self.connect_timeout + self.response_timeout;
         if self.lease <= budget {
             return Err(Error::Config(format!(
@@ -190,6 +199,7 @@ impl RunArgs {
             poll_interval: self.poll_interval,
             shutdown_grace: self.shutdown_grace,
             secrets,
+            unopenable_secret_delay: crate::dispatcher::UNOPENABLE_SECRET_DELAY,
             pool_size: self.db_pool_size as usize,
             admin_addr: self.admin_addr,
             admin_token: None,
@@ -250,6 +260,29 @@ pub fn secret_box(secret_key: Option<&str>) -> Result<SecretBox> {
         )),
         Some(key) => SecretBox::from_base64(key),
     }
+}
+
+/// The keyring of `WEBHOOKD_SECRET_KEY` (`current`) and
+/// `WEBHOOKD_SECRET_KEY_PREVIOUS` (`previous`, comma-separated).
+pub fn keyring(current: Option<&str>, previous: Option<&str>) -> Result<Keyring> {
+    Keyring::new(secret_box(current)?).with_previous(previous.unwrap_or(""))
+}
+
+/// [`keyring`] from the environment.
+pub fn keyring_from_env() -> Result<Keyring> {
+    use crate::keys::{CURRENT_KEY_VAR, PREVIOUS_KEYS_VAR};
+    let current = std::env::var(CURRENT_KEY_VAR).ok();
+    let previous = match std::env::var(PREVIOUS_KEYS_VAR) {
+        Ok(value) => Some(value),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err(Error::Config(format!(
+                "{PREVIOUS_KEYS_VAR} is not valid base64: expected comma-separated keys \
+                 in the form of {CURRENT_KEY_VAR}"
+            )))
+        }
+    };
+    keyring(current.as_deref(), previous.as_deref())
 }
 
 fn read_certificates(path: &std::path::Path) -> Result<Vec<native_tls::Certificate>> {

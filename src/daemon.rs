@@ -19,6 +19,7 @@ use crate::db::{self, DatabaseTarget};
 use crate::dispatcher::{Dispatcher, DispatcherParts};
 use crate::error::{Error, Result};
 use crate::fanout::{FanOut, FanOutConfig, FanOutPump, FanOutRound};
+use crate::keys::Keyring;
 use crate::metrics::Metrics;
 use crate::notifier::{
     IdleStep, ListenState, ListenStatus, Notifier, NotifierConfig, WakeupSwitch,
@@ -26,7 +27,6 @@ use crate::notifier::{
 use crate::retry::RetryPolicy;
 use crate::sender::{Sender, SenderConfig};
 use crate::shutdown::Shutdown;
-use crate::signing::SecretBox;
 
 /// Everything `webhookd run` needs, validated.
 #[derive(Clone)]
@@ -50,8 +50,12 @@ pub struct DaemonConfig {
     /// How long in-flight requests may finish after SIGTERM before their
     /// leases are released.
     pub shutdown_grace: Duration,
-    /// Opens webhook secrets.
-    pub secrets: SecretBox,
+    /// Seals new webhook secrets and opens stored ones.
+    pub secrets: Keyring,
+    /// How long a delivery whose webhook secret no configured key opens
+    /// waits before it is claimed again (see
+    /// [`crate::dispatcher::UNOPENABLE_SECRET_DELAY`]).
+    pub unopenable_secret_delay: Duration,
     /// Connections in the pool.
     pub pool_size: usize,
     /// Where `/healthz`, `/readyz`, `/metrics` and the management API are served.
@@ -91,6 +95,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
     {
         let client = pool.get().await?;
         db::check_schema(&**client).await?;
+        crate::keys::warn_if_unconfigured(&**client, &config.secrets).await;
     }
     let sender = Arc::new(Sender::new(config.sender.clone())?);
     let signals = Signals {
@@ -137,6 +142,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
             listen: signals.listen.clone(),
             metrics: metrics.clone(),
             in_flight: in_flight.clone(),
+            secret_key_ids: config.secrets.key_ids().into(),
             api: config.admin_token.as_ref().map(|token| {
                 Arc::new(crate::api::ManagementApi::new(
                     crate::api::ApiConfig {
@@ -174,6 +180,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         sender: sender.clone(),
         retry: config.retry,
         secrets: config.secrets.clone(),
+        unopenable_delay: config.unopenable_secret_delay,
         allow_private_targets: config.sender.allow_private_targets,
         pool: pool.clone(),
         in_flight: in_flight.clone(),

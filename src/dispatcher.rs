@@ -1,10 +1,15 @@
 //! Between claim and write-back: builds each event's body once, signs it per
 //! webhook, sends every claimed delivery on its own task, and hands each
 //! result, with its next status from the retry schedule, to the completer.
+//!
+//! A delivery whose webhook secret no configured key opens is not attempted:
+//! it goes back to pending with its attempt uncounted, due again after
+//! [`UNOPENABLE_SECRET_DELAY`], so a daemon started with the wrong key loses
+//! nothing and fails nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -19,10 +24,11 @@ use crate::db::queue::{self, AttemptRecord, ClaimedDelivery, NextStatus};
 use crate::error::Result;
 use crate::event::envelope;
 use crate::guard::TargetUrl;
+use crate::keys::{Keyring, Unopenable};
 use crate::pacing::Feedback;
 use crate::retry::{AfterFailure, RetryPolicy};
 use crate::sender::{Outcome, OutcomeCode, OutgoingRequest, Sender};
-use crate::signing::{SecretBox, Signer};
+use crate::signing::Signer;
 
 /// A success slower than this earns a webhook no extra slot.
 const FAST_ENOUGH: std::time::Duration = std::time::Duration::from_secs(1);
@@ -44,6 +50,16 @@ fn feedback(outcome: &Outcome, duration: std::time::Duration) -> Feedback {
 /// Secrets are few and small; past this many cached signers the cache starts over.
 const SIGNER_CACHE_MAX: usize = 10_000;
 
+/// How long a delivery whose webhook secret no configured key opens waits
+/// before it is claimed again. A daemon's keys change only when it restarts,
+/// so looking sooner would only repeat a claim and a release per delivery;
+/// after a restart with the right key (or a `keys rotate` that re-seals the
+/// secret under a key this daemon has) such deliveries go out within this long.
+pub const UNOPENABLE_SECRET_DELAY: Duration = Duration::from_secs(60);
+
+/// One warning per webhook whose secret does not open, at most this often.
+const UNOPENABLE_WARNING_EVERY: Duration = Duration::from_secs(300);
+
 /// What the dispatcher needs, built once by the daemon.
 pub struct DispatcherParts {
     /// The HTTP side.
@@ -51,7 +67,9 @@ pub struct DispatcherParts {
     /// The schedule deciding what a failure leads to.
     pub retry: RetryPolicy,
     /// Opens webhook secrets.
-    pub secrets: SecretBox,
+    pub secrets: Keyring,
+    /// How long a delivery whose secret does not open waits.
+    pub unopenable_delay: Duration,
     /// Lets `http://` and IP-literal targets through the URL check.
     pub allow_private_targets: bool,
     /// Where secrets are read from.
@@ -70,6 +88,8 @@ pub struct DispatcherParts {
 pub struct Dispatcher {
     parts: DispatcherParts,
     signers: Mutex<HashMap<Uuid, Signer>>,
+    /// When each webhook's unopenable secret was last warned about.
+    warned: Mutex<HashMap<Uuid, Instant>>,
 }
 
 impl Dispatcher {
@@ -78,14 +98,30 @@ impl Dispatcher {
         Arc::new(Dispatcher {
             parts,
             signers: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Starts one task per claimed delivery on `tasks`.
+    /// Starts one task per claimed delivery on `tasks`, after handing back
+    /// those whose webhook secret does not open. On error nothing was started.
     pub async fn dispatch(self: &Arc<Self>, claim: Claim, tasks: &mut JoinSet<()>) -> Result<()> {
         let signers = self.signers_for(&claim.deliveries).await?;
+        let (ready, held): (Vec<_>, Vec<_>) = claim
+            .deliveries
+            .into_iter()
+            .partition(|delivery| signers.contains_key(&delivery.webhook_id));
+        if !held.is_empty() {
+            let leases: Vec<_> = held.iter().map(|d| (d.id, claim.token)).collect();
+            let client = self.parts.pool.get().await?;
+            let released =
+                crate::db::keys::hold_back(&**client, &leases, self.parts.unopenable_delay).await?;
+            debug!(
+                released,
+                "deliveries wait for a key that opens their secret"
+            );
+        }
         let mut bodies: HashMap<Uuid, Bytes> = HashMap::new();
-        for delivery in claim.deliveries {
+        for delivery in ready {
             let body = bodies
                 .entry(delivery.event_id)
                 .or_insert_with(|| {
@@ -97,7 +133,9 @@ impl Dispatcher {
                     )
                 })
                 .clone();
-            let signer = signers.get(&delivery.webhook_id).cloned();
+            let Some(signer) = signers.get(&delivery.webhook_id).cloned() else {
+                continue;
+            };
             self.parts.in_flight.start(&delivery, claim.token);
             // One span per attempt; outcome and duration are filled in when
             // it ends, so every line logged inside carries them too.
@@ -133,17 +171,13 @@ impl Dispatcher {
         delivery: &ClaimedDelivery,
         token: Uuid,
         body: Bytes,
-        signer: Option<Signer>,
+        signer: Signer,
     ) -> (AttemptRecord, Feedback) {
         let started_at = Utc::now();
         let started = Instant::now();
-        let outcome = match (self.target(&delivery.url), signer) {
-            (Err(outcome), _) => outcome,
-            (Ok(_), None) => Outcome::failure(
-                OutcomeCode::InvalidUrl,
-                "the webhook's secret cannot be decrypted with WEBHOOKD_SECRET_KEY",
-            ),
-            (Ok(target), Some(signer)) => {
+        let outcome = match self.target(&delivery.url) {
+            Err(outcome) => outcome,
+            Ok(target) => {
                 let signature = signer.signature_header(&body);
                 let request = OutgoingRequest {
                     target: &target,
@@ -217,7 +251,8 @@ impl Dispatcher {
     }
 
     /// Signers for every webhook in the claim, loading the missing ones in
-    /// one query. A secret that does not open is logged and left out.
+    /// one query. A secret that does not open is left out (and logged, at
+    /// most once per [`UNOPENABLE_WARNING_EVERY`] per webhook).
     async fn signers_for(&self, deliveries: &[ClaimedDelivery]) -> Result<HashMap<Uuid, Signer>> {
         let mut found = HashMap::new();
         let mut missing = Vec::new();
@@ -257,9 +292,32 @@ impl Dispatcher {
                     cache.insert(webhook_id, signer.clone());
                     found.insert(webhook_id, signer);
                 }
-                Err(err) => warn!(%webhook_id, error = %err, "cannot open the webhook's secret"),
+                Err(err) => self.warn_unopenable(webhook_id, &err),
             }
         }
         Ok(found)
+    }
+
+    fn warn_unopenable(&self, webhook_id: Uuid, err: &Unopenable) {
+        let now = Instant::now();
+        let mut warned = self
+            .warned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(at) = warned.get(&webhook_id) {
+            if now.duration_since(*at) < UNOPENABLE_WARNING_EVERY {
+                return;
+            }
+        }
+        if warned.len() >= SIGNER_CACHE_MAX {
+            warned.retain(|_, at| now.duration_since(*at) < UNOPENABLE_WARNING_EVERY);
+        }
+        warned.insert(webhook_id, now);
+        warn!(
+            %webhook_id,
+            key_id = err.key_id(),
+            retry_in_s = self.parts.unopenable_delay.as_secs(),
+            "the webhook's secret is {err}: its deliveries are not sent and wait, uncounted"
+        );
     }
 }

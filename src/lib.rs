@@ -40,6 +40,7 @@ pub mod error;
 pub mod event;
 pub mod fanout;
 pub mod guard;
+pub mod keys;
 pub mod maintenance;
 pub mod metrics;
 pub mod notifier;

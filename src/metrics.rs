@@ -43,6 +43,7 @@ pub struct Metrics {
     failed: Gauge,
     oldest_due_age: Gauge<f64, AtomicU64>,
     fanout_lag: Gauge<f64, AtomicU64>,
+    unopenable_secrets: Gauge,
     database_up: Gauge,
     pool_size: Gauge,
     pool_available: Gauge,
@@ -139,6 +140,13 @@ impl Metrics {
             "Age of the oldest event not yet fanned out (0 when none)",
             fanout_lag.clone(),
         );
+        let unopenable_secrets = Gauge::default();
+        registry.register(
+            "webhooks_unopenable_secrets",
+            "Active webhooks whose secret is sealed with a key this daemon is not configured \
+             with; their deliveries wait (see /readyz)",
+            unopenable_secrets.clone(),
+        );
         let database_up = Gauge::default();
         registry.register(
             "database_up",
@@ -173,6 +181,7 @@ impl Metrics {
             failed,
             oldest_due_age,
             fanout_lag,
+            unopenable_secrets,
             database_up,
             pool_size,
             pool_available,
@@ -214,21 +223,28 @@ impl Metrics {
     }
 
     /// The text exposition, after reading the queue from the database.
-    pub async fn render(&self, pool: &Pool, in_flight: usize) -> String {
+    /// `secret_key_ids` are the keys this daemon opens webhook secrets with.
+    pub async fn render(&self, pool: &Pool, in_flight: usize, secret_key_ids: &[String]) -> String {
         self.in_flight.set(in_flight as i64);
         let status = pool.status();
         self.pool_size.set(status.size as i64);
         self.pool_available.set(status.available as i64);
         let sampled = tokio::time::timeout(std::time::Duration::from_secs(2), async {
             let client = pool.get().await.ok()?;
-            db::queue::queue_depths(&**client).await.ok()
+            let depths = db::queue::queue_depths(&**client).await.ok()?;
+            let unopenable = crate::keys::unconfigured_webhooks(&**client, secret_key_ids)
+                .await
+                .ok()?;
+            Some((depths, unopenable))
         })
         .await
         .ok()
         .flatten();
         match sampled {
-            Some(depths) => {
+            Some((depths, unopenable)) => {
                 self.database_up.set(1);
+                self.unopenable_secrets
+                    .set(unopenable.iter().map(|(_, count)| count).sum());
                 self.pending.set(depths.pending);
                 self.due.set(depths.due);
                 self.failed.set(depths.failed);

@@ -89,16 +89,21 @@ impl fmt::Debug for SecretBox {
 impl SecretBox {
     /// Parses `WEBHOOKD_SECRET_KEY`: base64 of exactly 32 bytes.
     pub fn from_base64(encoded: &str) -> Result<Self> {
+        SecretBox::from_base64_named(encoded, "WEBHOOKD_SECRET_KEY")
+    }
+
+    /// Parses a key like [`SecretBox::from_base64`]; errors name the key as
+    /// `name` (e.g. "WEBHOOKD_SECRET_KEY_PREVIOUS entry 2") and never show it.
+    pub fn from_base64_named(encoded: &str, name: &str) -> Result<Self> {
         let key = STANDARD.decode(encoded.trim()).map_err(|_| {
-            Error::Config(
-                "WEBHOOKD_SECRET_KEY is not valid base64: expected base64 of 32 random bytes \
+            Error::Config(format!(
+                "{name} is not valid base64: expected base64 of 32 random bytes \
                  (generate one with `openssl rand -base64 32`)"
-                    .to_string(),
-            )
+            ))
         })?;
         if key.len() != 32 {
             return Err(Error::Config(format!(
-                "WEBHOOKD_SECRET_KEY decodes to {} bytes, expected 32 \
+                "{name} decodes to {} bytes, expected 32 \
                  (generate one with `openssl rand -base64 32`)",
                 key.len()
             )));

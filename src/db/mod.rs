@@ -3,6 +3,7 @@
 //! so they run inside a caller's transaction or on their own.
 
 pub mod connect;
+pub mod keys;
 pub mod queue;
 pub mod webhooks;
 

@@ -1,0 +1,123 @@
+//! Queries about the keys of webhook secrets: which key sealed how many
+//! webhooks, re-sealing them for `keys rotate`, and handing back deliveries
+//! whose secret no configured key opens. Unnamed statements with explicit
+//! parameter types, so they run unchanged behind a transaction-mode pooler.
+
+use std::time::Duration;
+
+use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// Active webhooks per key id: (key id, how many).
+pub async fn active_webhooks_by_key(client: &impl GenericClient) -> Result<Vec<(String, i64)>> {
+    let rows = client
+        .query_typed(include_str!("../../sql/queries/webhooks_by_key.sql"), &[])
+        .await
+        .map_err(|err| Error::db("counting webhooks by key", err))?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get("secret_key_id"), row.get("webhooks")))
+        .collect())
+}
+
+/// A stored secret as `keys rotate` reads it.
+#[derive(Debug, Clone)]
+pub struct StoredSecret {
+    /// The webhook.
+    pub webhook_id: Uuid,
+    /// What is stored.
+    pub ciphertext: Vec<u8>,
+    /// The id of the key that sealed it.
+    pub key_id: String,
+}
+
+/// Up to `limit` webhooks after `after` (by id) whose secret is not sealed
+/// with `current_key_id`.
+pub async fn secrets_to_rotate(
+    client: &impl GenericClient,
+    current_key_id: &str,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<StoredSecret>> {
+    let rows = client
+        .query_typed(
+            include_str!("../../sql/queries/secrets_to_rotate.sql"),
+            &[
+                (&current_key_id, Type::TEXT),
+                (&after, Type::UUID),
+                (&limit, Type::INT8),
+            ],
+        )
+        .await
+        .map_err(|err| Error::db("reading webhook secrets to rotate", err))?;
+    Ok(rows
+        .iter()
+        .map(|row| StoredSecret {
+            webhook_id: row.get("id"),
+            ciphertext: row.get("secret_ciphertext"),
+            key_id: row.get("secret_key_id"),
+        })
+        .collect())
+}
+
+/// A secret opened and sealed again under the current key.
+#[derive(Debug, Clone)]
+pub struct Resealed {
+    /// The webhook.
+    pub webhook_id: Uuid,
+    /// The ciphertext it was opened from; the row is updated only if it
+    /// still holds this.
+    pub opened: Vec<u8>,
+    /// The new ciphertext.
+    pub resealed: Vec<u8>,
+}
+
+/// Stores re-sealed secrets under `key_id` in one statement; returns how many
+/// rows changed (a row another rotation re-sealed meanwhile does not).
+pub async fn reseal(
+    client: &impl GenericClient,
+    key_id: &str,
+    secrets: &[Resealed],
+) -> Result<u64> {
+    let ids: Vec<Uuid> = secrets.iter().map(|s| s.webhook_id).collect();
+    let opened: Vec<&[u8]> = secrets.iter().map(|s| s.opened.as_slice()).collect();
+    let resealed: Vec<&[u8]> = secrets.iter().map(|s| s.resealed.as_slice()).collect();
+    client
+        .execute_typed(
+            include_str!("../../sql/queries/secrets_reseal.sql"),
+            &[
+                (&ids, Type::UUID_ARRAY),
+                (&opened, Type::BYTEA_ARRAY),
+                (&resealed, Type::BYTEA_ARRAY),
+                (&key_id, Type::TEXT),
+            ],
+        )
+        .await
+        .map_err(|err| Error::db("storing re-encrypted webhook secrets", err))
+}
+
+/// Gives leased deliveries (id, lease token) back without counting their
+/// attempt, due again after `delay`; returns how many.
+pub async fn hold_back(
+    client: &impl GenericClient,
+    leases: &[(Uuid, Uuid)],
+    delay: Duration,
+) -> Result<u64> {
+    let ids: Vec<Uuid> = leases.iter().map(|(id, _)| *id).collect();
+    let tokens: Vec<Uuid> = leases.iter().map(|(_, token)| *token).collect();
+    let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+    client
+        .execute_typed(
+            include_str!("../../sql/queries/deliveries_hold_back.sql"),
+            &[
+                (&ids, Type::UUID_ARRAY),
+                (&tokens, Type::UUID_ARRAY),
+                (&delay_ms, Type::INT8),
+            ],
+        )
+        .await
+        .map_err(|err| Error::db("handing back deliveries whose secret does not open", err))
+}
