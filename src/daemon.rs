@@ -77,7 +77,9 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
     let pool = db::connect_pool(&config.database_url, config.pool_size).await?;
     {
         let client = pool.get().await?;
-        db::check_schema(&**client).await?;
+        // Not on a newer schema either, though it would work: a replica
+        // left on an old release is better noticed at its start.
+        db::schema_state(&**client).await?.require_current()?;
     }
     let sender = Arc::new(Sender::new(config.sender.clone())?);
     let signals = Signals {
