@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tracing::info;
 
+use crate::db::SchemaState;
 use crate::error::{Error, Result};
 use crate::notifier::{ListenState, ListenStatus};
 use crate::shutdown::Shutdown;
@@ -101,7 +102,7 @@ async fn respond(
             return Ok(response);
         }
         "/readyz" => {
-            let database = database_state(&readiness.pool).await;
+            let (database, schema) = database_state(&readiness.pool).await;
             let listen = readiness.listen.get();
             // Poll-only is a working mode (slower to react), not an outage.
             let listen_ok = matches!(listen, ListenState::Active | ListenState::PollOnly);
@@ -135,6 +136,7 @@ async fn respond(
                     Some(Some(problem)) => problem,
                     None => "unknown".to_string(),
                 },
+                "schema": schema.as_ref().map(schema_field),
             });
             (status, body.to_string())
         }
@@ -161,15 +163,17 @@ enum DatabaseState {
     SchemaOutdated,
 }
 
-async fn database_state(pool: &Pool) -> DatabaseState {
+/// The database's state, and its schema's when it answered. A newer schema
+/// is `Ok`: migrations are expand-only, so this replica keeps delivering.
+async fn database_state(pool: &Pool) -> (DatabaseState, Option<SchemaState>) {
     let check = async {
         let client = pool.get().await.map_err(Error::from)?;
-        crate::db::check_schema(&**client).await
+        crate::db::schema_state(&**client).await
     };
     match tokio::time::timeout(Duration::from_secs(2), check).await {
-        Ok(Ok(())) => DatabaseState::Ok,
-        Ok(Err(Error::Schema(_))) => DatabaseState::SchemaOutdated,
-        _ => DatabaseState::Unreachable,
+        Ok(Ok(schema)) if schema.is_usable() => (DatabaseState::Ok, Some(schema)),
+        Ok(Ok(schema)) => (DatabaseState::SchemaOutdated, Some(schema)),
+        _ => (DatabaseState::Unreachable, None),
     }
 }
 
@@ -184,4 +188,22 @@ async fn secrets_state(readiness: &Readiness) -> Option<Option<String>> {
         Ok(Ok(missing)) => Some(crate::keys::describe_unconfigured(&missing)),
         _ => None,
     }
+}
+
+/// `/readyz`'s `schema` field: both versions and what they mean for this
+/// replica.
+fn schema_field(schema: &SchemaState) -> serde_json::Value {
+    let state = match schema {
+        SchemaState::Current => "current".to_string(),
+        SchemaState::Newer { .. } => {
+            "newer: a newer release migrated this database; upgrade this replica".to_string()
+        }
+        SchemaState::Older { .. } => format!("older: {}", schema.describe()),
+        SchemaState::Missing => format!("missing: {}", schema.describe()),
+    };
+    serde_json::json!({
+        "database": schema.database_version(),
+        "binary": crate::db::SCHEMA_VERSION,
+        "state": state,
+    })
 }

@@ -37,7 +37,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create or upgrade the outbox schema (idempotent).
-    Migrate,
+    Migrate {
+        /// Change nothing: exit 0 only when the schema is exactly what this
+        /// binary needs, otherwise say in one line what differs (exit 2).
+        #[arg(long)]
+        check: bool,
+    },
     /// Run the delivery daemon until SIGINT/SIGTERM.
     Run(RunArgs),
     /// Manage webhooks.
@@ -111,19 +116,7 @@ pub enum KeysCommand {
 pub async fn execute(cli: Cli) -> Result<()> {
     let url = cli.database_url.as_str();
     match cli.command {
-        Command::Migrate => {
-            let mut client = db::connect_single(url).await?;
-            let applied = db::migrate(&mut client).await?;
-            if applied.is_empty() {
-                println!("schema is up to date (version {})", db::SCHEMA_VERSION);
-            } else {
-                println!(
-                    "applied migrations {applied:?}; schema is at version {}",
-                    db::SCHEMA_VERSION
-                );
-            }
-            Ok(())
-        }
+        Command::Migrate { check } => migrate_command(url, check).await,
         Command::Run(args) => {
             let keyring = crate::config::keyring_from_env()?;
             let mut config = args.validate_with_keyring(url, keyring)?;
@@ -155,6 +148,35 @@ pub async fn execute(cli: Cli) -> Result<()> {
         }
         Command::Demo => crate::demo::run(std::env::var("DATABASE_URL").ok()).await,
     }
+}
+
+/// `webhookd migrate [--check]`. A schema newer than this binary (a newer
+/// release migrated it) is not an error for `migrate`: everything this binary
+/// needs is there, so it says so and exits 0; `--check` is the strict one.
+async fn migrate_command(url: &str, check: bool) -> Result<()> {
+    let mut client = db::connect_single(url).await?;
+    if check {
+        let state = db::schema_state(&client).await?;
+        state.require_current()?;
+        println!("{}", state.describe());
+        return Ok(());
+    }
+    let applied = db::migrate(&mut client).await?;
+    let state = db::schema_state(&client).await?;
+    match (&state, applied.is_empty()) {
+        (db::SchemaState::Newer { .. }, true) => {
+            println!("{}; nothing to apply", state.describe())
+        }
+        (db::SchemaState::Newer { .. }, false) => {
+            println!("applied migrations {applied:?}; {}", state.describe())
+        }
+        (_, true) => println!("schema is up to date (version {})", db::SCHEMA_VERSION),
+        (_, false) => println!(
+            "applied migrations {applied:?}; schema is at version {}",
+            db::SCHEMA_VERSION
+        ),
+    }
+    Ok(())
 }
 
 async fn webhooks_command(url: &str, command: WebhooksCommand) -> Result<()> {
@@ -228,10 +250,14 @@ async fn rotate_keys(url: &str) -> Result<()> {
     }
 }
 
-/// A connection to a database that has the current schema.
+/// A connection to a database whose schema this binary's statements work
+/// on: current, or newer (migrations are expand-only), with a warning.
 async fn connected(url: &str) -> Result<tokio_postgres::Client> {
     let client = db::connect_single(url).await?;
-    db::check_schema(&client).await?;
+    let state = db::check_schema(&client).await?;
+    if state != db::SchemaState::Current {
+        tracing::warn!("{}", state.describe());
+    }
     Ok(client)
 }
 

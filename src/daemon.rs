@@ -94,7 +94,9 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
     let pool = db::connect_pool(&config.database, config.pool_size).await?;
     {
         let client = pool.get().await?;
-        db::check_schema(&**client).await?;
+        // Not on a newer schema either, though it would work: a replica
+        // left on an old release is better noticed at its start.
+        db::schema_state(&**client).await?.require_current()?;
         crate::keys::warn_if_unconfigured(&**client, &config.secrets).await;
     }
     let sender = Arc::new(Sender::new(config.sender.clone())?);

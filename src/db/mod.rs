@@ -5,9 +5,11 @@
 pub mod connect;
 pub mod keys;
 pub mod queue;
+mod schema;
 pub mod webhooks;
 
 pub use connect::DatabaseTarget;
+pub use schema::{check_schema, migrate, migrate_to, migrations, schema_state, SchemaState};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::{ToSql, Type};
@@ -18,7 +20,8 @@ use crate::error::{Error, Result};
 /// The default of `DATABASE_URL` (SPEC §6).
 pub const DATABASE_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-/// Migrations in order; the number is the version recorded.
+/// Migrations in order; the number is the version recorded. Expand-only
+/// (docs/UPGRADING.md): the previous release's daemons run on the result.
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         1,
@@ -49,10 +52,6 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 
 /// The schema version this binary needs.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
-
-/// Any number will do as long as it is webhookd's alone: it serialises
-/// concurrent `migrate` runs of several replicas.
-const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b64; // "webhookd"
 
 /// Parses `DATABASE_URL`: sslmode, CA file, hosts (see [`connect::DatabaseTarget`]).
 pub fn parse_url(url: &str) -> Result<DatabaseTarget> {
@@ -141,89 +140,6 @@ pub fn redact_url(url: &str) -> String {
         hosts.join(","),
         config.get_dbname().unwrap_or("")
     )
-}
-
-/// Creates or upgrades the schema. Idempotent; safe when several replicas run
-/// it at once (they queue on a transaction-level advisory lock).
-pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>> {
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|err| Error::db("starting the migration", err))?;
-    // IF NOT EXISTS notices are noise on every re-run.
-    tx.batch_execute("SET LOCAL client_min_messages = warning")
-        .await
-        .map_err(|err| Error::db("starting the migration", err))?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(|err| Error::db("taking the migration lock", err))?;
-    tx.batch_execute(
-        "CREATE SCHEMA IF NOT EXISTS outbox;
-         CREATE TABLE IF NOT EXISTS outbox.schema_migrations (
-             version    integer PRIMARY KEY,
-             name       text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         );",
-    )
-    .await
-    .map_err(|err| Error::db("creating the migrations table", err))?;
-    let applied: Vec<i32> = tx
-        .query("SELECT version FROM outbox.schema_migrations", &[])
-        .await
-        .map_err(|err| Error::db("reading applied migrations", err))?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let mut newly_applied = Vec::new();
-    for (version, name, sql) in MIGRATIONS {
-        if applied.contains(version) {
-            continue;
-        }
-        tx.batch_execute(sql)
-            .await
-            .map_err(|err| Error::db(format!("applying migration {version} ({name})"), err))?;
-        tx.execute(
-            "INSERT INTO outbox.schema_migrations (version, name) VALUES ($1, $2)",
-            &[version, name],
-        )
-        .await
-        .map_err(|err| Error::db("recording the migration", err))?;
-        newly_applied.push(*version);
-    }
-    tx.commit()
-        .await
-        .map_err(|err| Error::db("committing the migration", err))?;
-    Ok(newly_applied)
-}
-
-/// Checks that the schema is there and current; tells the user to run
-/// `webhookd migrate` otherwise.
-pub async fn check_schema(client: &impl GenericClient) -> Result<()> {
-    let row = client
-        .query_one(
-            "SELECT to_regclass('outbox.schema_migrations') IS NOT NULL",
-            &[],
-        )
-        .await
-        .map_err(|err| Error::db("checking the schema", err))?;
-    if !row.get::<_, bool>(0) {
-        return Err(Error::Schema(
-            "the database has no webhookd schema: run `webhookd migrate` first".to_string(),
-        ));
-    }
-    let version: Option<i32> = client
-        .query_one("SELECT max(version) FROM outbox.schema_migrations", &[])
-        .await
-        .map_err(|err| Error::db("checking the schema", err))?
-        .get(0);
-    match version {
-        Some(version) if version >= SCHEMA_VERSION => Ok(()),
-        found => Err(Error::Schema(format!(
-            "the webhookd schema is at version {}, this binary needs {SCHEMA_VERSION}: \
-             run `webhookd migrate`",
-            found.unwrap_or(0)
-        ))),
-    }
 }
 
 /// Wakes listening daemons (after a redeliver, say).

@@ -20,4 +20,5 @@ mod samples;
 mod shutdown;
 mod ssrf;
 mod tls;
+mod upgrade;
 mod validation;

@@ -1,0 +1,313 @@
+//! Creating, upgrading and checking the schema against the migrations this
+//! binary knows ([`super::MIGRATIONS`]).
+//!
+//! Migrations are expand-only (docs/UPGRADING.md): a release's daemons keep
+//! working on the schema of the next release. So a database may be *newer*
+//! than a binary: it then has migration versions the binary does not know.
+//! A running daemon keeps delivering on it, but a daemon does not start on
+//! it, so that a replica left on an old release is noticed.
+
+use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
+
+use super::{MIGRATIONS, SCHEMA_VERSION};
+use crate::error::{Error, Result};
+
+/// Any number will do as long as it is webhookd's alone: it serialises
+/// concurrent `migrate` runs of several replicas.
+const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b64; // "webhookd"
+
+/// The migrations this binary knows, in order: version and name.
+pub fn migrations() -> impl Iterator<Item = (i32, &'static str)> {
+    MIGRATIONS
+        .iter()
+        .map(|(version, name, _)| (*version, *name))
+}
+
+/// The database's schema compared with the migrations this binary knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaState {
+    /// No webhookd schema at all.
+    Missing,
+    /// Some migrations this binary needs are not applied.
+    Older {
+        /// The highest version applied (0 when none).
+        database: i32,
+        /// The migrations still to apply: version and name.
+        pending: Vec<(i32, &'static str)>,
+    },
+    /// Exactly the migrations this binary knows.
+    Current,
+    /// Every migration this binary knows, plus some it does not: a newer
+    /// release migrated the database.
+    Newer {
+        /// The highest version applied.
+        database: i32,
+        /// The applied versions this binary does not know.
+        unknown: Vec<i32>,
+    },
+}
+
+impl SchemaState {
+    /// The highest version applied; `None` without a schema.
+    pub fn database_version(&self) -> Option<i32> {
+        match self {
+            SchemaState::Missing => None,
+            SchemaState::Current => Some(SCHEMA_VERSION),
+            SchemaState::Older { database, .. } | SchemaState::Newer { database, .. } => {
+                Some(*database)
+            }
+        }
+    }
+
+    /// This binary's statements work on it: current, or newer (migrations
+    /// are expand-only).
+    pub fn is_usable(&self) -> bool {
+        matches!(self, SchemaState::Current | SchemaState::Newer { .. })
+    }
+
+    /// `Ok` only when current; otherwise [`Error::Schema`] with
+    /// [`SchemaState::describe`]. What a starting daemon and
+    /// `migrate --check` need.
+    pub fn require_current(&self) -> Result<()> {
+        match self {
+            SchemaState::Current => Ok(()),
+            other => Err(Error::Schema(other.describe())),
+        }
+    }
+
+    /// One line saying how the schema differs from what this binary needs,
+    /// naming both versions.
+    pub fn describe(&self) -> String {
+        match self {
+            SchemaState::Missing => {
+                "the database has no webhookd schema: run `webhookd migrate` first".to_string()
+            }
+            SchemaState::Older { database, pending } => format!(
+                "the webhookd schema is at version {database}, this binary needs \
+                 {SCHEMA_VERSION}: {}; run `webhookd migrate`",
+                pending_text(pending)
+            ),
+            SchemaState::Current => {
+                format!("the webhookd schema is current (version {SCHEMA_VERSION})")
+            }
+            SchemaState::Newer { database, unknown } => format!(
+                "the webhookd schema is at version {database}, newer than this binary knows \
+                 ({SCHEMA_VERSION}; it does not know {}): upgrade webhookd, or run the newer \
+                 release",
+                versions_text(unknown)
+            ),
+        }
+    }
+}
+
+/// "migration 5 (name) is pending" / "migrations 5 (a), 6 (b) are pending".
+fn pending_text(pending: &[(i32, &str)]) -> String {
+    let list: Vec<String> = pending
+        .iter()
+        .map(|(version, name)| format!("{version} ({name})"))
+        .collect();
+    match list.len() {
+        1 => format!("migration {} is pending", list[0]),
+        _ => format!("migrations {} are pending", list.join(", ")),
+    }
+}
+
+/// "version 6" / "versions 6, 7".
+fn versions_text(versions: &[i32]) -> String {
+    let list: Vec<String> = versions.iter().map(i32::to_string).collect();
+    match list.len() {
+        1 => format!("version {}", list[0]),
+        _ => format!("versions {}", list.join(", ")),
+    }
+}
+
+/// Classifies the applied versions. Pending migrations win over unknown
+/// ones: whatever else is there, `webhookd migrate` is what to run.
+fn classify(applied: &[i32]) -> SchemaState {
+    let database = applied.iter().copied().max().unwrap_or(0);
+    let pending: Vec<(i32, &'static str)> = migrations()
+        .filter(|(version, _)| !applied.contains(version))
+        .collect();
+    if !pending.is_empty() {
+        return SchemaState::Older { database, pending };
+    }
+    let mut unknown: Vec<i32> = applied
+        .iter()
+        .copied()
+        .filter(|version| !MIGRATIONS.iter().any(|(known, _, _)| known == version))
+        .collect();
+    unknown.sort_unstable();
+    if unknown.is_empty() {
+        SchemaState::Current
+    } else {
+        SchemaState::Newer { database, unknown }
+    }
+}
+
+/// Reads the schema's state; changes nothing. `Err` only when the database
+/// cannot be read.
+pub async fn schema_state(client: &impl GenericClient) -> Result<SchemaState> {
+    let exists: bool = client
+        .query_typed_one(
+            "SELECT to_regclass('outbox.schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|err| Error::db("checking the schema", err))?
+        .get(0);
+    if !exists {
+        return Ok(SchemaState::Missing);
+    }
+    let applied = applied_versions(client).await?;
+    Ok(classify(&applied))
+}
+
+/// Checks that this binary's statements work on the schema: `Ok` with the
+/// state when it is current or newer, [`Error::Schema`] telling the user to
+/// run `webhookd migrate` when it is missing or older. One-shot commands use
+/// this; a starting daemon also refuses a newer schema
+/// ([`SchemaState::require_current`]).
+pub async fn check_schema(client: &impl GenericClient) -> Result<SchemaState> {
+    let state = schema_state(client).await?;
+    if state.is_usable() {
+        Ok(state)
+    } else {
+        Err(Error::Schema(state.describe()))
+    }
+}
+
+async fn applied_versions(client: &impl GenericClient) -> Result<Vec<i32>> {
+    Ok(client
+        .query_typed("SELECT version FROM outbox.schema_migrations", &[])
+        .await
+        .map_err(|err| Error::db("reading applied migrations", err))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+/// Creates or upgrades the schema to everything this binary knows.
+/// Idempotent; safe when several replicas run it at once (they queue on a
+/// transaction-level advisory lock). Returns the versions it applied. On a
+/// newer schema it applies nothing and succeeds: see [`schema_state`].
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>> {
+    migrate_to(client, SCHEMA_VERSION).await
+}
+
+/// Like [`migrate`], but applies only the migrations up to and including
+/// `target`: the schema an older release of webhookd had. For tests of
+/// upgrades (a database left behind by the previous release) and for
+/// reproducing an older release's schema by hand.
+pub async fn migrate_to(client: &mut tokio_postgres::Client, target: i32) -> Result<Vec<i32>> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|err| Error::db("starting the migration", err))?;
+    // IF NOT EXISTS notices are noise on every re-run.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(|err| Error::db("starting the migration", err))?;
+    tx.query_typed(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[(&MIGRATION_LOCK, Type::INT8)],
+    )
+    .await
+    .map_err(|err| Error::db("taking the migration lock", err))?;
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS outbox;
+         CREATE TABLE IF NOT EXISTS outbox.schema_migrations (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );",
+    )
+    .await
+    .map_err(|err| Error::db("creating the migrations table", err))?;
+    let applied = applied_versions(&tx).await?;
+    let mut newly_applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        if *version > target || applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql)
+            .await
+            .map_err(|err| Error::db(format!("applying migration {version} ({name})"), err))?;
+        tx.execute_typed(
+            "INSERT INTO outbox.schema_migrations (version, name) VALUES ($1, $2)",
+            &[(version, Type::INT4), (name, Type::TEXT)],
+        )
+        .await
+        .map_err(|err| Error::db("recording the migration", err))?;
+        newly_applied.push(*version);
+    }
+    tx.commit()
+        .await
+        .map_err(|err| Error::db("committing the migration", err))?;
+    Ok(newly_applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<i32> {
+        migrations().map(|(version, _)| version).collect()
+    }
+
+    #[test]
+    fn exactly_the_known_migrations_are_current() {
+        assert_eq!(classify(&all()), SchemaState::Current);
+        assert!(SchemaState::Current.require_current().is_ok());
+    }
+
+    #[test]
+    fn a_missing_migration_is_older_and_named() {
+        let mut applied = all();
+        let (last, name) = migrations().last().unwrap();
+        applied.retain(|version| *version != last);
+        let state = classify(&applied);
+        assert_eq!(
+            state,
+            SchemaState::Older {
+                database: applied.iter().copied().max().unwrap_or(0),
+                pending: vec![(last, name)],
+            }
+        );
+        assert!(!state.is_usable());
+        let line = state.describe();
+        assert!(
+            line.contains(&format!("migration {last} ({name}) is pending")),
+            "{line}"
+        );
+        assert!(line.contains(&format!("needs {SCHEMA_VERSION}")), "{line}");
+    }
+
+    #[test]
+    fn an_unknown_version_is_newer_and_names_both_versions() {
+        let mut applied = all();
+        applied.extend([1000, 999]);
+        let state = classify(&applied);
+        assert_eq!(
+            state,
+            SchemaState::Newer {
+                database: 1000,
+                unknown: vec![999, 1000],
+            }
+        );
+        assert!(state.is_usable());
+        let line = state.require_current().unwrap_err().one_line();
+        assert!(line.contains("at version 1000"), "{line}");
+        assert!(
+            line.contains(&format!("knows ({SCHEMA_VERSION};")),
+            "{line}"
+        );
+        assert!(line.contains("versions 999, 1000"), "{line}");
+    }
+
+    #[test]
+    fn pending_migrations_win_over_unknown_ones() {
+        let state = classify(&[999]);
+        assert!(matches!(state, SchemaState::Older { database: 999, .. }));
+    }
+}

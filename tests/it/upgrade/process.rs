@@ -1,0 +1,411 @@
+//! Helpers for the upgrade tests: either release's binary as a child process
+//! (one-shot or a daemon), a producer emitting through `outbox.emit`, and a
+//! receiver that can show two daemons sending at once.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::harness::wait_until;
+
+/// Longest a one-shot command, a start or a stop may take.
+const PROCESS_LIMIT: Duration = Duration::from_secs(30);
+/// How long the armed receiver holds a lone request waiting for a second.
+const GATE_HOLD: Duration = Duration::from_secs(5);
+
+/// `binary ARGS` against `database_url`, with no `WEBHOOKD_*` or `RUST_LOG`
+/// of ours, and `WEBHOOKD_SECRET_KEY` when `key` is given.
+fn command(binary: &Path, database_url: &str, args: &[&str], key: Option<&str>) -> Command {
+    let mut command = Command::new(binary);
+    for (name, _) in std::env::vars_os() {
+        let inherited = name.to_string_lossy();
+        if inherited.starts_with("WEBHOOKD_") || inherited == "RUST_LOG" {
+            command.env_remove(&name);
+        }
+    }
+    if let Some(key) = key {
+        command.env("WEBHOOKD_SECRET_KEY", key);
+    }
+    command
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs a one-shot command to completion.
+pub async fn run(binary: &Path, database_url: &str, args: &[&str], key: Option<&str>) -> Outcome {
+    let shown = format!("{} {}", binary.display(), args.join(" "));
+    let output = tokio::time::timeout(
+        PROCESS_LIMIT,
+        command(binary, database_url, args, key).output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("`{shown}` did not finish within {PROCESS_LIMIT:?}"))
+    .unwrap_or_else(|err| panic!("cannot start `{shown}`: {err}"));
+    Outcome {
+        shown,
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// What a finished command did.
+pub struct Outcome {
+    shown: String,
+    code: Option<i32>,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Asserts exit 0; returns stdout.
+    pub fn succeeded(&self) -> &str {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "`{}` should succeed\nstdout: {}\nstderr: {}",
+            self.shown,
+            self.stdout,
+            self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Asserts exit `code` with one `webhookd: ` line on stderr; returns it.
+    pub fn failed_with(&self, code: i32) -> &str {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert!(
+            self.code == Some(code) && lines.len() == 1 && lines[0].starts_with("webhookd: "),
+            "`{}` should exit {code} with one line\nexit: {:?}\nstdout: {}\nstderr: {}",
+            self.shown,
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        lines[0]
+    }
+}
+
+/// A `webhookd run` process with short delays, `--max-in-flight 1` (so that
+/// two requests at once mean two daemons) and JSON logs.
+pub struct Daemon {
+    name: &'static str,
+    child: Child,
+    admin: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts `binary run` on a free admin port.
+    pub fn start(name: &'static str, binary: &Path, database_url: &str, key: &str) -> Daemon {
+        let admin = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port");
+        let admin_addr = admin.to_string();
+        let args = [
+            "--log-format",
+            "json",
+            "run",
+            "--allow-private-targets",
+            "--admin-addr",
+            &admin_addr,
+            "--retry-base-delay",
+            "100ms",
+            "--connect-timeout",
+            "2s",
+            "--response-timeout",
+            "10s",
+            "--lease",
+            "20s",
+            "--poll-interval",
+            "500ms",
+            "--shutdown-grace",
+            "2s",
+            "--max-in-flight",
+            "1",
+        ];
+        let mut child = command(binary, database_url, &args, Some(key))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {name}'s daemon: {err}"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
+        let stderr = child.stderr.take().expect("piped stderr");
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Daemon {
+            name,
+            child,
+            admin,
+            log,
+        }
+    }
+
+    /// `/readyz`: status and body, `None` when nothing answers.
+    pub async fn readyz(&self) -> Option<(u16, Value)> {
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(self.admin).await.ok()?;
+            let request = "GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.ok()?;
+            let status = response.split_whitespace().nth(1)?.parse().ok()?;
+            let body = serde_json::from_str(response.split("\r\n\r\n").nth(1)?).ok()?;
+            Some((status, body))
+        };
+        tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        wait_until(
+            &format!("{}'s daemon answers /readyz 200", self.name),
+            PROCESS_LIMIT,
+            || async { matches!(self.readyz().await, Some((200, _))) },
+        )
+        .await;
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Its last few WARN and ERROR log lines, under its name.
+    pub fn problems(&self) -> String {
+        let log = self.log.lock().unwrap();
+        let lines: Vec<&str> = log
+            .iter()
+            .map(String::as_str)
+            .filter(|line| {
+                line.contains(r#""level":"WARN""#) || line.contains(r#""level":"ERROR""#)
+            })
+            .collect();
+        let last = &lines[lines.len().saturating_sub(10)..];
+        format!("{}:\n{}", self.name, last.join("\n"))
+    }
+
+    /// SIGTERM; asserts exit 0 and no error in its log.
+    pub async fn stop_cleanly(mut self) {
+        let pid = self.child.id().expect("the daemon is running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+        let status = tokio::time::timeout(PROCESS_LIMIT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{}'s daemon stops within {PROCESS_LIMIT:?}", self.name))
+            .expect("wait for the daemon");
+        let log = self.log();
+        assert_eq!(status.code(), Some(0), "{}'s daemon: {log}", self.name);
+        assert!(
+            !log.contains(r#""level":"ERROR""#) && !log.contains("panicked"),
+            "{}'s daemon logged an error:\n{log}",
+            self.name
+        );
+    }
+}
+
+/// Emits one `vote.created` event the way producers do, through `outbox.emit`.
+pub async fn emit(client: &tokio_postgres::Client, org: Uuid, index: usize) -> Uuid {
+    let data = serde_json::json!({"id": format!("v{index}"), "post_id": "p1"});
+    client
+        .query_one("SELECT outbox.emit($1, 'vote.created', $2)", &[&org, &data])
+        .await
+        .unwrap_or_else(|err| panic!("emit event {index}: {err}"))
+        .get(0)
+}
+
+/// A producer emitting one event every 10 ms until stopped.
+pub struct Emitter {
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicUsize>,
+    task: JoinHandle<Vec<Uuid>>,
+}
+
+impl Emitter {
+    /// Starts emitting for `org`.
+    pub fn start(database_url: &str, org: Uuid) -> Emitter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicUsize::new(0));
+        let url = database_url.to_string();
+        let (stopping, counting) = (stop.clone(), count.clone());
+        let task = tokio::spawn(async move {
+            let client = webhookd::db::connect_single(&url).await.expect("connect");
+            let mut ids = Vec::new();
+            let mut pace = tokio::time::interval(Duration::from_millis(10));
+            while !stopping.load(Ordering::SeqCst) {
+                pace.tick().await;
+                ids.push(emit(&client, org, 1000 + ids.len()).await);
+                counting.store(ids.len(), Ordering::SeqCst);
+            }
+            ids
+        });
+        Emitter { stop, count, task }
+    }
+
+    /// Events committed so far.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` events are committed (fails if emitting failed).
+    pub async fn wait_for(&self, n: usize) {
+        wait_until(&format!("{n} events emitted"), PROCESS_LIMIT, || async {
+            assert!(
+                !self.task.is_finished() || self.count() >= n,
+                "the emitter stopped"
+            );
+            self.count() >= n
+        })
+        .await;
+    }
+
+    /// Stops; returns every committed event's id.
+    pub async fn stop(self) -> Vec<Uuid> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("every emit succeeded")
+    }
+}
+
+/// A receiver that records each request's delivery id and answers 200. Once
+/// armed, it holds a lone request (up to [`GATE_HOLD`]) until a second one is
+/// in flight, and remembers the most it ever had in flight at once.
+pub struct GateReceiver {
+    address: SocketAddr,
+    arrivals: Arc<Mutex<Vec<String>>>,
+    gate: Arc<Gate>,
+}
+
+struct Gate {
+    armed: AtomicBool,
+    open_now: AtomicUsize,
+    peak: AtomicUsize,
+    /// True once two requests were in flight at once while armed.
+    paired: watch::Sender<bool>,
+}
+
+impl Gate {
+    async fn pass(&self) {
+        let now = self.open_now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        if self.armed.load(Ordering::SeqCst) {
+            if now >= 2 {
+                self.paired.send_replace(true);
+            }
+            let mut paired = self.paired.subscribe();
+            let _ = tokio::time::timeout(GATE_HOLD, paired.wait_for(|paired| *paired)).await;
+        }
+        self.open_now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl GateReceiver {
+    /// Listens on 127.0.0.1.
+    pub async fn start() -> GateReceiver {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(Gate {
+            armed: AtomicBool::new(false),
+            open_now: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            paired: watch::channel(false).0,
+        });
+        let (record, gating) = (arrivals.clone(), gate.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (record, gating) = (record.clone(), gating.clone());
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let (record, gating) = (record.clone(), gating.clone());
+                    async move {
+                        let id = request
+                            .headers()
+                            .get("x-productbridge-delivery-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        let _ = request.into_body().collect().await;
+                        gating.pass().await;
+                        record.lock().unwrap().push(id);
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        GateReceiver {
+            address,
+            arrivals,
+            gate,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// The delivery ids of the requests answered so far.
+    pub fn arrivals(&self) -> Vec<String> {
+        self.arrivals.lock().unwrap().clone()
+    }
+
+    /// From now on, hold a lone request until a second one arrives.
+    pub fn arm(&self) {
+        self.gate.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits (up to `limit`) until two requests were in flight at once since
+    /// [`GateReceiver::arm`]; false if they never were.
+    pub async fn wait_for_pair(&self, limit: Duration) -> bool {
+        let mut paired = self.gate.paired.subscribe();
+        let waited = tokio::time::timeout(limit, paired.wait_for(|paired| *paired)).await;
+        waited.is_ok()
+    }
+
+    /// The most requests ever in flight at once.
+    pub fn peak(&self) -> usize {
+        self.gate.peak.load(Ordering::SeqCst)
+    }
+}
