@@ -77,3 +77,72 @@ async fn the_dashboard_role_reads_its_views_and_nothing_else() {
         .get(0);
     assert_eq!(secret_columns, 0);
 }
+
+/// One batch's health for one webhook, folded as the completer does.
+async fn fold(
+    client: &tokio_postgres::Client,
+    webhook: Uuid,
+    success: Option<&str>,
+    failure: Option<(&str, &str)>,
+) {
+    let at = |text: &str| text.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    webhookd::db::queue::fold_webhook_health(
+        client,
+        &[webhookd::db::queue::WebhookHealth {
+            webhook_id: webhook,
+            last_success_at: success.map(at),
+            last_failure_at: failure.map(|(time, _)| at(time)),
+            last_failure_reason: failure.map(|(_, reason)| reason.to_string()),
+        }],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn webhook_status_is_exact_to_the_second_and_its_row_is_rewritten_only_when_it_moves() {
+    let app = TestApp::new().await;
+    let webhook = app
+        .create_webhook(Uuid::new_v4(), "http://127.0.0.1:9/x")
+        .await;
+    let client = app.db.client().await;
+    let shown = || async {
+        let row = client
+            .query_one(
+                "SELECT last_success_at::text, last_failure_at::text, last_failure_reason,
+                        xmin::text || '/' || xmax::text
+                 FROM outbox.webhooks WHERE id = $1",
+                &[&webhook.id],
+            )
+            .await
+            .unwrap();
+        let field = |i: usize| row.get::<_, Option<String>>(i);
+        (field(0), field(1), field(2), field(3).unwrap())
+    };
+    let t = |s: &str| format!("2026-01-01T00:00:{s}Z");
+    fold(&client, webhook.id, Some(&t("00.000")), None).await;
+    let first = shown().await;
+    assert_eq!(first.0.as_deref(), Some("2026-01-01 00:00:00+00"));
+    // Within the second: nothing is written, not even a row lock.
+    fold(&client, webhook.id, Some(&t("00.600")), None).await;
+    assert_eq!(shown().await, first);
+    fold(&client, webhook.id, Some(&t("01.100")), None).await;
+    assert_eq!(shown().await.0.as_deref(), Some("2026-01-01 00:00:01.1+00"));
+    // A failure after the latest success is always shown, and so is a new reason.
+    fold(&client, webhook.id, None, Some((&t("01.200"), "HTTP 503"))).await;
+    assert_eq!(shown().await.2.as_deref(), Some("HTTP 503"));
+    let failing = shown().await;
+    fold(&client, webhook.id, None, Some((&t("01.300"), "HTTP 503"))).await;
+    assert_eq!(shown().await, failing, "same reason within the second");
+    fold(
+        &client,
+        webhook.id,
+        None,
+        Some((&t("01.400"), "connection refused")),
+    )
+    .await;
+    assert_eq!(shown().await.2.as_deref(), Some("connection refused"));
+    // A success after the failure shows at once, even within the second.
+    fold(&client, webhook.id, Some(&t("01.500")), None).await;
+    assert_eq!(shown().await.0.as_deref(), Some("2026-01-01 00:00:01.5+00"));
+}
