@@ -155,8 +155,11 @@ impl Notifier {
                 ListenEnd::Lost(reason) => {
                     if let Some(first) = first.take() {
                         if self.config.explicit {
-                            let _ = first
-                                .send(Err(Error::Pool(format!("--listen-database-url: {reason}"))));
+                            // `reason` already says what failed ("cannot
+                            // connect to the database: …"), so no prefix of its own.
+                            let _ = first.send(Err(Error::Other(format!(
+                                "--listen-database-url: {reason}"
+                            ))));
                             return;
                         }
                         let _ = first.send(Ok(ListenState::Connecting));
@@ -183,7 +186,9 @@ impl Notifier {
         if self.config.explicit {
             if let Some(first) = first {
                 let _ = first.send(Err(Error::Config(format!(
-                    "--listen-database-url {target}: LISTEN succeeded but no notification came                      back within {}s; this looks like a connection pooler in transaction mode:                      point --listen-database-url at the PostgreSQL server directly",
+                    "--listen-database-url {target}: LISTEN succeeded but no notification came \
+                     back within {}s; this looks like a connection pooler in transaction mode: \
+                     point --listen-database-url at the PostgreSQL server directly",
                     self.config.probe_timeout.as_secs_f64()
                 ))));
             }
@@ -208,7 +213,7 @@ impl Notifier {
     ) -> ListenEnd {
         let (client, mut connection) = match self.config.database.connect_raw().await {
             Ok(connected) => connected,
-            Err(err) => return ListenEnd::Lost(format!("cannot connect: {}", err.one_line())),
+            Err(err) => return ListenEnd::Lost(err.one_line()),
         };
         let (tx, mut payloads) = mpsc::unbounded_channel::<String>();
         let mut driver = tokio::spawn(async move {

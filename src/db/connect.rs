@@ -184,8 +184,15 @@ impl DatabaseTarget {
 
     /// A failed connection attempt as one line: where, why, and for TLS and
     /// authentication failures the setting that most likely needs changing.
+    /// With several hosts the driver reports only the last host's failure.
     pub fn connect_error(&self, err: &tokio_postgres::Error) -> Error {
-        Error::Pool(format!("{} ({})", self.redacted, self.describe(err)))
+        let hosts = self.config.get_hosts().len();
+        let tried = if hosts > 1 {
+            format!("all {hosts} hosts failed, the last with: ")
+        } else {
+            String::new()
+        };
+        Error::Pool(format!("{} ({tried}{})", self.redacted, self.describe(err)))
     }
 
     fn describe(&self, err: &tokio_postgres::Error) -> String {
@@ -206,18 +213,10 @@ impl DatabaseTarget {
         }
         if let Some(tls) = find_source::<native_tls::Error>(err) {
             let reason = crate::sender::describe_tls(tls);
-            let advice = match self.sslmode {
-                SslMode::VerifyFull if reason.contains("ostname") => format!(
-                    "; sslmode=verify-full needs a server certificate that names the host in {}",
-                    self.setting
-                ),
-                SslMode::VerifyCa | SslMode::VerifyFull | SslMode::Require => format!(
-                    "; check that sslrootcert in {} holds the CA that signed the server's certificate",
-                    self.setting
-                ),
-                _ => String::new(),
-            };
-            return format!("{reason}{advice}");
+            return format!(
+                "{reason}{}",
+                tls_advice(self.sslmode, &reason, self.setting)
+            );
         }
         if self.sslmode != SslMode::Disable
             && self.sslmode != SslMode::Prefer
@@ -230,6 +229,25 @@ impl DatabaseTarget {
             );
         }
         crate::error::driver_detail(err)
+    }
+}
+
+/// What to change after a failed TLS handshake whose `reason` is
+/// [`describe_tls`](crate::sender::describe_tls)'s: a name mismatch (OpenSSL
+/// says "Hostname mismatch" or, for an IP address, "IP address mismatch")
+/// is the URL's host or `sslmode`, anything else the CA file.
+fn tls_advice(sslmode: SslMode, reason: &str, setting: &str) -> String {
+    let name_mismatch =
+        reason.contains("ostname mismatch") || reason.contains("IP address mismatch");
+    match sslmode {
+        SslMode::VerifyFull if name_mismatch => format!(
+            "; sslmode=verify-full needs a server certificate that names the host in {setting}: \
+             connect by a name the certificate carries, or use sslmode=verify-ca"
+        ),
+        SslMode::VerifyCa | SslMode::VerifyFull | SslMode::Require => format!(
+            "; check that sslrootcert in {setting} holds the CA that signed the server's certificate"
+        ),
+        SslMode::Disable | SslMode::Prefer => String::new(),
     }
 }
 
@@ -506,6 +524,50 @@ mod tests {
             err.to_string().contains("sslcert is not supported"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_name_mismatch_points_at_the_host_and_anything_else_at_the_ca_file() {
+        for reason in [
+            "TLS: certificate verify failed (Hostname mismatch)",
+            "TLS: certificate verify failed (IP address mismatch)",
+        ] {
+            let advice = tls_advice(SslMode::VerifyFull, reason, "DATABASE_URL");
+            assert!(
+                advice.contains("names the host in DATABASE_URL"),
+                "{advice}"
+            );
+            assert!(advice.contains("sslmode=verify-ca"), "{advice}");
+        }
+        let reason = "TLS: certificate verify failed (unable to get local issuer certificate)";
+        for mode in [SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull] {
+            let advice = tls_advice(mode, reason, "--listen-database-url");
+            assert!(
+                advice.contains("sslrootcert in --listen-database-url"),
+                "{advice}"
+            );
+        }
+        assert_eq!(tls_advice(SslMode::Prefer, reason, "DATABASE_URL"), "");
+    }
+
+    #[tokio::test]
+    async fn with_several_hosts_the_error_says_all_failed() {
+        let target = DatabaseTarget::parse(
+            "postgres://u:pw@127.0.0.1:1,127.0.0.1:2/db?connect_timeout=2",
+            "DATABASE_URL",
+        )
+        .unwrap();
+        let err = target.connect().await.err().unwrap().to_string();
+        assert!(
+            err.starts_with(
+                "cannot connect to the database: postgres://u@127.0.0.1:1,127.0.0.1:2/db \
+                 (all 2 hosts failed, the last with: "
+            ),
+            "{err}"
+        );
+        let single = DatabaseTarget::parse("postgres://u@127.0.0.1:1/db", "DATABASE_URL").unwrap();
+        let err = single.connect().await.err().unwrap().to_string();
+        assert!(!err.contains("hosts failed"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod api;
 mod cli;
 mod clusters;
 mod dashboard;
+mod db_tls;
 mod delivery;
 mod failover;
 mod fencing;

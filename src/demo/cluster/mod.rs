@@ -437,7 +437,7 @@ impl ThrowawayCluster {
             let last = match timeout_at(deadline, self.probe(writable)).await {
                 Ok(Ok(true)) => return Ok(()),
                 Ok(Ok(false)) => "still in recovery".to_owned(),
-                Ok(Err(err)) => err.to_string(),
+                Ok(Err(err)) => err,
                 Err(_elapsed) => "connection attempt timed out".to_owned(),
             };
             if Instant::now() + POLL_INTERVAL >= deadline {
@@ -448,15 +448,25 @@ impl ThrowawayCluster {
     }
 
     /// One connection; with `writable`, whether the server is out of recovery.
-    async fn probe(&self, writable: bool) -> Result<bool, tokio_postgres::Error> {
-        let (client, connection) =
-            tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await?;
+    /// TLS when the server offers it (sslmode=prefer, as pg_isready), so a
+    /// server that takes only TLS connections (`hostssl`) is seen up too.
+    async fn probe(&self, writable: bool) -> Result<bool, String> {
+        let target = crate::db::DatabaseTarget::parse(&self.url(), "the throwaway cluster's URL")
+            .map_err(|err| err.to_string())?;
+        let mut config = target.config().clone();
+        // Not the daemon's name: tests tell the daemon's sessions by it.
+        config.application_name("webhookd-cluster");
+        let (client, connection) = config
+            .connect(target.tls())
+            .await
+            .map_err(|err| err.to_string())?;
         let connection = tokio::spawn(connection);
         let answer = if writable {
             client
                 .query_typed("SELECT NOT pg_is_in_recovery()", &[])
                 .await
                 .map(|rows| rows.first().is_some_and(|row| row.get::<_, bool>(0)))
+                .map_err(|err| err.to_string())
         } else {
             Ok(true)
         };
