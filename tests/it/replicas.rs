@@ -114,7 +114,13 @@ async fn three_replicas_deliver_every_event_exactly_once_without_faults() {
         replica.signal("-TERM");
     }
     for replica in &mut replicas {
-        assert_eq!(replica.exit_status().await.code(), Some(0));
+        let status = replica.exit_status().await;
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "a replica stopped by SIGTERM exits 0 ({status:?}); its log:\n{}",
+            replica.log_text()
+        );
     }
 }
 
