@@ -15,6 +15,7 @@ mod keys;
 mod maintenance;
 mod management;
 mod pooler;
+mod producers;
 mod receivers;
 mod replicas;
 mod samples;
