@@ -115,7 +115,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
             explicit: config.listen.explicit,
             ping_interval: Duration::from_secs(15),
             max_reconnect_delay: Duration::from_secs(5),
-            probe_timeout: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(3),
         },
         pool.clone(),
         signals.wake.clone(),

@@ -31,6 +31,12 @@ use crate::shutdown::Shutdown;
 /// The channel the `outbox.events` trigger notifies.
 pub const CHANNEL: &str = "outbox_wakeup";
 
+/// Probes sent, each waited for `probe_timeout`, before LISTEN is called deaf.
+const PROBES: u32 = 3;
+
+/// How often a poll-only replica checks whether LISTEN works after all.
+const DEAF_RECHECK: Duration = Duration::from_secs(300);
+
 /// Payloads of probe notifications start with this; other replicas treat a
 /// probe as an ordinary wake-up (one extra look, harmless).
 const PROBE_PREFIX: &str = "probe:";
@@ -146,13 +152,21 @@ impl Notifier {
                 ended = self.listen_once(&mut first) => ended,
                 _ = shutdown.wait() => break,
             };
-            self.status.set(ListenState::Connecting);
             match ended {
                 ListenEnd::Deaf => {
-                    self.poll_only(first.take());
-                    return;
+                    let was_polling = self.status.get() == ListenState::PollOnly;
+                    if !self.poll_only(first.take(), was_polling) {
+                        return;
+                    }
+                    // A pooler can be reconfigured or bypassed without a
+                    // restart of ours: look again now and then.
+                    tokio::select! {
+                        _ = tokio::time::sleep(DEAF_RECHECK) => continue,
+                        _ = shutdown.wait() => break,
+                    }
                 }
                 ListenEnd::Lost(reason) => {
+                    self.status.set(ListenState::Connecting);
                     if let Some(first) = first.take() {
                         if self.config.explicit {
                             // `reason` already says what failed ("cannot
@@ -179,9 +193,14 @@ impl Notifier {
         self.status.set(ListenState::Connecting);
     }
 
-    /// LISTEN cannot work here: say so once, then leave the replica polling
-    /// (or, for an explicit LISTEN URL, stop the daemon).
-    fn poll_only(&self, first: Option<oneshot::Sender<Result<ListenState>>>) {
+    /// LISTEN cannot work here: say so (once), and leave the replica
+    /// polling; false when the daemon must stop instead (an explicit LISTEN
+    /// URL at start-up).
+    fn poll_only(
+        &self,
+        first: Option<oneshot::Sender<Result<ListenState>>>,
+        already_said: bool,
+    ) -> bool {
         let target = self.config.database.redacted();
         if self.config.explicit {
             if let Some(first) = first {
@@ -189,21 +208,24 @@ impl Notifier {
                     "--listen-database-url {target}: LISTEN succeeded but no notification came \
                      back within {}s; this looks like a connection pooler in transaction mode: \
                      point --listen-database-url at the PostgreSQL server directly",
-                    self.config.probe_timeout.as_secs_f64()
+                    (self.config.probe_timeout * PROBES).as_secs_f64()
                 ))));
+                return false;
             }
-            return;
         }
-        warn!(
-            database = %target,
-            "LISTEN receives no notifications on this connection (a connection pooler in \
-             transaction mode?): polling instead, so new events wait up to the poll interval; \
-             set --listen-database-url to a direct connection to the server for prompt delivery"
-        );
+        if !already_said {
+            warn!(
+                database = %target,
+                "LISTEN receives no notifications on this connection (a connection pooler in \
+                 transaction mode?): polling instead, so new events wait up to the poll interval; \
+                 set --listen-database-url to a direct connection to the server for prompt delivery"
+            );
+        }
         self.status.set(ListenState::PollOnly);
         if let Some(first) = first {
             let _ = first.send(Ok(ListenState::PollOnly));
         }
+        true
     }
 
     /// One connection's life: connect, LISTEN, probe, forward notifications, ping.
@@ -234,10 +256,24 @@ impl Notifier {
         if let Err(err) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
             return ListenEnd::Lost(format!("LISTEN failed: {err}"));
         }
-        match self.probe(&mut payloads).await {
-            Ok(true) => {}
-            Ok(false) => return ListenEnd::Deaf,
-            Err(reason) => return ListenEnd::Lost(reason),
+        // A probe can be slow on a loaded server: LISTEN is called deaf
+        // only when several in a row never come back.
+        let mut heard = false;
+        for _ in 0..PROBES {
+            match self.probe(&mut payloads).await {
+                Ok(true) => {
+                    heard = true;
+                    break;
+                }
+                Ok(false) => {}
+                Err(reason) => return ListenEnd::Lost(reason),
+            }
+        }
+        if !heard {
+            return ListenEnd::Deaf;
+        }
+        if self.status.get() == ListenState::PollOnly {
+            info!("LISTEN receives notifications now; polling stops");
         }
         self.status.set(ListenState::Active);
         if let Some(first) = first.take() {
