@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing::level_filters::LevelFilter;
 use webhookd::cli::{self, Cli, Command};
 use webhookd::telemetry;
 
@@ -12,10 +13,10 @@ fn main() -> ExitCode {
         Err(err) => return usage_error(err),
     };
     let default_level = match cli.command {
-        Command::Run(_) => "info",
+        Command::Run(_) => LevelFilter::INFO,
         // The demo tells its own story on stdout; the daemon's logs would drown it.
-        Command::Demo => "error",
-        _ => "warn",
+        Command::Demo => LevelFilter::ERROR,
+        _ => LevelFilter::WARN,
     };
     telemetry::init(cli.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

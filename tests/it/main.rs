@@ -11,6 +11,7 @@ mod delivery;
 mod failover;
 mod fencing;
 mod keys;
+mod logs;
 mod maintenance;
 mod management;
 mod pooler;
