@@ -8,6 +8,7 @@ mod cli;
 mod clusters;
 mod dashboard;
 mod delivery;
+mod deploy;
 mod failover;
 mod fencing;
 mod keys;
