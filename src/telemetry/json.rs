@@ -57,7 +57,7 @@ where
             }
         }
         let line = Line {
-            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            timestamp: now(),
             level: event.metadata().level().as_str(),
             target: visitor
                 .log_target
@@ -68,6 +68,26 @@ where
         };
         writeln!(writer, "{}", line.render())
     }
+}
+
+/// The line `main` ends with when a command fails and logs are JSON: the
+/// error, at ERROR, with the exit status, so that every line on stderr is
+/// one JSON object. It is written directly, whatever `RUST_LOG` filters.
+pub fn exit_line(message: &str, exit_code: u8) -> String {
+    let mut fields = Map::new();
+    fields.insert("exit_code".to_string(), Value::from(exit_code));
+    Line {
+        timestamp: now(),
+        level: "ERROR",
+        target: super::OWN_TARGET,
+        message,
+        fields,
+    }
+    .render()
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// One line's content before it is written.

@@ -255,3 +255,32 @@ async fn a_terminal_gets_colours_unless_no_color_is_set() {
     let plain = on_a_terminal(Some("1")).await;
     assert!(!plain.contains('\x1b'), "{plain:?}");
 }
+
+#[tokio::test]
+async fn with_json_logs_even_the_exit_error_is_a_json_line() {
+    let outcome = crate::harness::process::Webhookd::new(
+        "postgres://unused@127.0.0.1/unused",
+        &["--log-format", "json", "run", "--lease", "1s"],
+    )
+    .key(&secret_key())
+    .env("RUST_LOG", "webhookd=loud")
+    .output()
+    .await;
+    assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
+    let lines: Vec<String> = outcome.stderr.lines().map(str::to_string).collect();
+    let events = parse_json_lines(&lines);
+    assert_eq!(events.len(), 2, "{}", outcome.stderr);
+    assert_eq!(events[0]["level"], "WARN");
+    assert!(events[0]["message"].as_str().unwrap().contains("RUST_LOG"));
+    let exit = &events[1];
+    assert_eq!(exit["level"], "ERROR");
+    assert_eq!(exit["target"], "webhookd");
+    assert_eq!(exit["exit_code"], 2);
+    assert!(
+        exit["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("--lease (1s) must exceed"),
+        "{exit:?}"
+    );
+}
