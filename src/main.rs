@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing::level_filters::LevelFilter;
 use webhookd::cli::{self, Cli, Command};
-use webhookd::telemetry;
+use webhookd::telemetry::{self, LogFormat};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -12,12 +13,13 @@ fn main() -> ExitCode {
         Err(err) => return usage_error(err),
     };
     let default_level = match cli.command {
-        Command::Run(_) => "info",
+        Command::Run(_) => LevelFilter::INFO,
         // The demo tells its own story on stdout; the daemon's logs would drown it.
-        Command::Demo => "error",
-        _ => "warn",
+        Command::Demo => LevelFilter::ERROR,
+        _ => LevelFilter::WARN,
     };
-    telemetry::init(cli.log_format, default_level);
+    let cli_log_format = cli.log_format;
+    telemetry::init(cli_log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -31,8 +33,14 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::execute(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("webhookd: {}", err.one_line());
-            ExitCode::from(if err.is_user_error() { 2 } else { 1 })
+            let code = if err.is_user_error() { 2 } else { 1 };
+            match cli_log_format {
+                LogFormat::Text => eprintln!("webhookd: {}", err.one_line()),
+                LogFormat::Json => {
+                    eprintln!("{}", telemetry::json::exit_line(&err.one_line(), code))
+                }
+            }
+            ExitCode::from(code)
         }
     }
 }
