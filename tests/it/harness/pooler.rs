@@ -1,7 +1,7 @@
 //! A real PgBouncer in front of the test server, in transaction or session
 //! mode, started from the installed binary (Debian's `pgbouncer`; `.ci/run`
 //! installs it). PgBouncer refuses to run as root, so as root it runs as
-//! `postgres` through `runuser`.
+//! `postgres`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -104,24 +104,15 @@ fn write_config(dir: &Path, mode: PoolMode, port: u16, upstream_port: u16) {
     }
 }
 
+/// PgBouncer itself as the child (as root: switched to `postgres` by uid and
+/// gid, not through `runuser`, which would leave PgBouncer running when it
+/// is killed).
 fn command(dir: &Path) -> tokio::process::Command {
-    let ini = dir.join("pgbouncer.ini");
-    let running_as_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
-        .unwrap_or(false);
-    let mut command = if running_as_root {
-        let mut command = tokio::process::Command::new("runuser");
-        command
-            .args(["-u", "postgres", "--", "pgbouncer"])
-            .arg(&ini);
-        command
-    } else {
-        let mut command = tokio::process::Command::new("pgbouncer");
-        command.arg(&ini);
-        command
-    };
+    let mut command = tokio::process::Command::new("pgbouncer");
+    command.arg(dir.join("pgbouncer.ini"));
+    if let Some((uid, gid)) = unprivileged_ids() {
+        command.uid(uid).gid(gid);
+    }
     command
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -129,6 +120,20 @@ fn command(dir: &Path) -> tokio::process::Command {
         .stderr(Stdio::null())
         .kill_on_drop(true);
     command
+}
+
+/// `postgres`'s uid and gid when we are root (PgBouncer refuses to run as root).
+fn unprivileged_ids() -> Option<(u32, u32)> {
+    let id = |flag: &str, user: Option<&str>| -> Option<u32> {
+        let mut command = std::process::Command::new("id");
+        command.arg(flag).args(user);
+        let out = command.output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    if id("-u", None)? != 0 {
+        return None;
+    }
+    Some((id("-u", Some("postgres"))?, id("-g", Some("postgres"))?))
 }
 
 /// True once something accepts on `port`; false when PgBouncer exited first.
