@@ -10,6 +10,7 @@ mod dashboard;
 mod delivery;
 mod failover;
 mod fencing;
+mod horizon;
 mod keys;
 mod maintenance;
 mod management;
