@@ -133,6 +133,14 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         crate::maintenance::vacuum::Vacuum::new(Default::default(), pool.clone())
             .run(shutdown.clone()),
     );
+    let horizon_task = tokio::spawn(
+        crate::maintenance::horizon::Horizon::new(
+            Default::default(),
+            pool.clone(),
+            metrics.clone(),
+        )
+        .run(shutdown.clone()),
+    );
     let retention_task = tokio::spawn(
         crate::maintenance::retention::Retention::new(config.retention, pool.clone())
             .run(shutdown.clone()),
@@ -245,6 +253,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
     notifier_task.abort();
     retention_task.abort();
     vacuum_task.abort();
+    horizon_task.abort();
     info!("webhookd stopped");
     Ok(())
 }

@@ -26,6 +26,51 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// The `table` label of per-table gauges: one of the queue's four tables.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    /// `webhooks`, `events`, `deliveries` or `delivery_attempts`.
+    pub table: String,
+}
+
+/// What holds vacuum back, set by the horizon check
+/// ([`crate::maintenance::horizon`]) every round rather than at scrape time.
+struct HorizonGauges {
+    age_seconds: Gauge<f64, AtomicU64>,
+    age_transactions: Gauge,
+    dead_tuples: Family<TableLabel, Gauge>,
+}
+
+impl HorizonGauges {
+    fn register(registry: &mut Registry) -> Self {
+        let age_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "xmin_horizon_age_seconds",
+            "How long the oldest transaction, replication slot or prepared transaction holding \
+             this database's xmin horizon has held it (0 when none); dead rows newer than it \
+             cannot be vacuumed",
+            age_seconds.clone(),
+        );
+        let age_transactions = Gauge::default();
+        registry.register(
+            "xmin_horizon_age_transactions",
+            "Age in transaction ids of the oldest xmin horizon held in this database (0 when none)",
+            age_transactions.clone(),
+        );
+        let dead_tuples = Family::<TableLabel, Gauge>::default();
+        registry.register(
+            "table_dead_tuples",
+            "Dead tuples of the queue's tables, from the statistics",
+            dead_tuples.clone(),
+        );
+        HorizonGauges {
+            age_seconds,
+            age_transactions,
+            dead_tuples,
+        }
+    }
+}
+
 /// Every metric of one daemon.
 pub struct Metrics {
     registry: Registry,
@@ -47,6 +92,7 @@ pub struct Metrics {
     database_up: Gauge,
     pool_size: Gauge,
     pool_available: Gauge,
+    horizon: HorizonGauges,
 }
 
 impl Default for Metrics {
@@ -165,6 +211,7 @@ impl Metrics {
             "Idle connections in the pool",
             pool_available.clone(),
         );
+        let horizon = HorizonGauges::register(&mut registry);
         Metrics {
             registry,
             attempts,
@@ -185,7 +232,25 @@ impl Metrics {
             database_up,
             pool_size,
             pool_available,
+            horizon,
         }
+    }
+
+    /// The horizon check's reading: how long and how many transaction ids
+    /// the oldest holder has held the xmin horizon (0 and 0 when none).
+    pub fn xmin_horizon(&self, age_seconds: f64, age_transactions: i64) {
+        self.horizon.age_seconds.set(age_seconds);
+        self.horizon.age_transactions.set(age_transactions);
+    }
+
+    /// Dead tuples of one queue table.
+    pub fn dead_tuples(&self, table: &str, dead: i64) {
+        self.horizon
+            .dead_tuples
+            .get_or_create(&TableLabel {
+                table: table.to_string(),
+            })
+            .set(dead);
     }
 
     /// One attempt finished.

@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod keys;
+pub mod maintenance;
 pub mod queue;
 mod schema;
 pub mod webhooks;

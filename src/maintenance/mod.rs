@@ -1,4 +1,6 @@
-//! Sweepers that keep the tables small; one file each.
+//! Sweepers that keep the tables small, and the check that says what
+//! keeps them from it; one file each.
 
+pub mod horizon;
 pub mod retention;
 pub mod vacuum;

@@ -12,6 +12,7 @@ mod delivery;
 mod deploy;
 mod failover;
 mod fencing;
+mod horizon;
 mod keys;
 mod logs;
 mod maintenance;

@@ -23,14 +23,14 @@ struct Args {
     #[arg(long, env = "DATABASE_URL", default_value = webhookd::db::DATABASE_URL_DEFAULT, hide_env_values = true)]
     database_url: String,
     /// Comma-separated scenarios: throughput, fanout, latency, isolation, replicas, producer,
-    /// backlog, soak.
+    /// backlog, soak, xmin.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,fanout,latency,isolation,replicas,producer,backlog,soak"
+        default_value = "throughput,fanout,latency,isolation,replicas,producer,backlog,soak,xmin"
     )]
     scenarios: Vec<String>,
-    /// Smaller sizes, for a quick look (about a minute).
+    /// Smaller sizes, for a quick look (about a minute and a half).
     #[arg(long)]
     quick: bool,
     /// Soak: events per second (default: 3,500, or 1,000 with --quick).
@@ -39,6 +39,13 @@ struct Args {
     /// Soak: how long, in seconds (default: 600, or 60 with --quick).
     #[arg(long)]
     soak_seconds: Option<u64>,
+    /// xmin (a transaction held open meanwhile): events per second (default: 50).
+    #[arg(long)]
+    xmin_rate: Option<u64>,
+    /// xmin: how long, in seconds, the transaction stays open and events flow (default: 300,
+    /// or 20 with --quick).
+    #[arg(long)]
+    xmin_seconds: Option<u64>,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -75,6 +82,7 @@ async fn main() -> std::process::ExitCode {
         scenarios::Sizes::full()
     };
     sizes.override_soak(args.soak_rate, args.soak_seconds);
+    sizes.override_xmin(args.xmin_rate, args.xmin_seconds);
     let mut results = vec![
         serde_json::json!({"scenario": "receiver_capacity", "requests_per_second": capacity.round()}),
     ];
@@ -88,6 +96,7 @@ async fn main() -> std::process::ExitCode {
             "producer" => bench.producer(&sizes).await,
             "backlog" => bench.backlog(&sizes).await,
             "soak" => bench.soak(&sizes).await,
+            "xmin" => bench.xmin(&sizes).await,
             other => Err(format!("unknown scenario {other}").into()),
         };
         match outcome {

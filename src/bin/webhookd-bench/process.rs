@@ -34,12 +34,17 @@ pub fn webhookd_binary() -> PathBuf {
 impl Daemon {
     /// Starts `webhookd run` against `database_url` with `extra` flags.
     pub fn spawn(database_url: &str, key: &str, extra: &[&str]) -> std::io::Result<Daemon> {
-        let mut args = vec![
-            "run",
-            "--allow-private-targets",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ];
+        Daemon::spawn_with_admin(database_url, key, "127.0.0.1:0", extra)
+    }
+
+    /// [`Daemon::spawn`] with its admin address (`/metrics`) at `admin`.
+    pub fn spawn_with_admin(
+        database_url: &str,
+        key: &str,
+        admin: &str,
+        extra: &[&str],
+    ) -> std::io::Result<Daemon> {
+        let mut args = vec!["run", "--allow-private-targets", "--admin-addr", admin];
         args.extend_from_slice(extra);
         let child = Command::new(webhookd_binary())
             .args(&args)

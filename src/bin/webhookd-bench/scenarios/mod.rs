@@ -15,6 +15,7 @@ use crate::process::{self, Daemon, Usage};
 use crate::sink::{Sink, Tally};
 
 mod database;
+mod xmin;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -33,6 +34,8 @@ pub struct Sizes {
     backlog_measured: u64,
     soak_seconds: u64,
     soak_rate: u64,
+    xmin_seconds: u64,
+    xmin_rate: u64,
 }
 
 impl Sizes {
@@ -52,6 +55,8 @@ impl Sizes {
             backlog_measured: 10_000,
             soak_seconds: 600,
             soak_rate: 3_500,
+            xmin_seconds: 300,
+            xmin_rate: 50,
         }
     }
 
@@ -61,7 +66,13 @@ impl Sizes {
         self.soak_seconds = seconds.unwrap_or(self.soak_seconds);
     }
 
-    /// About a minute in all.
+    /// Replaces the xmin scenario's rate and length where given.
+    pub fn override_xmin(&mut self, rate: Option<u64>, seconds: Option<u64>) {
+        self.xmin_rate = rate.unwrap_or(self.xmin_rate);
+        self.xmin_seconds = seconds.unwrap_or(self.xmin_seconds);
+    }
+
+    /// About a minute and a half in all.
     pub fn quick() -> Sizes {
         Sizes {
             throughput_events: 10_000,
@@ -77,6 +88,8 @@ impl Sizes {
             backlog_measured: 5_000,
             soak_seconds: 60,
             soak_rate: 1_000,
+            xmin_seconds: 20,
+            xmin_rate: 50,
         }
     }
 }
