@@ -118,13 +118,14 @@ pub async fn execute(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Migrate { check } => migrate_command(url, check).await,
         Command::Run(args) => {
+            let stop = StopSignals::install();
             let keyring = crate::config::keyring_from_env()?;
             let mut config = args.validate_with_keyring(url, keyring)?;
             config.admin_token =
                 crate::config::admin_token(std::env::var("WEBHOOKD_ADMIN_TOKEN").ok())?;
             let (trigger, shutdown) = shutdown::channel();
             tokio::spawn(async move {
-                wait_for_signal().await;
+                stop.wait().await;
                 trigger.trigger();
             });
             crate::daemon::run(config, shutdown).await
@@ -269,16 +270,48 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 
 /// SIGINT or SIGTERM.
 pub async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
+    StopSignals::install().wait().await
+}
+
+/// SIGINT and SIGTERM, caught from the moment this is made: a stop asked for
+/// while the daemon is still starting is then a clean stop, not the default
+/// action's kill.
+pub struct StopSignals {
+    terminate: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Installs the handlers now.
+    pub fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        StopSignals {
+            terminate: signal(SignalKind::terminate()).ok(),
+            interrupt: signal(SignalKind::interrupt()).ok(),
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+    }
+
+    /// Until either arrives.
+    pub async fn wait(self) {
+        let StopSignals {
+            mut terminate,
+            mut interrupt,
+        } = self;
+        let terminate = async {
+            match &mut terminate {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let interrupt = async {
+            match &mut interrupt {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = terminate => {}
+            _ = interrupt => {}
         }
     }
 }

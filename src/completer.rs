@@ -1,6 +1,7 @@
 //! Stage 4: write attempt results back in batches, fenced by the lease token:
-//! the delivery rows, one attempt-log row each, and the per-webhook status
-//! fields folded once per batch instead of once per delivery.
+//! the delivery rows and one attempt-log row each; and the per-webhook
+//! status fields, folded about once a second per webhook instead of once per
+//! delivery or batch.
 //!
 //! A batch that cannot be written is retried; if the lease runs out first the
 //! write is fenced off and the delivery is simply sent again (at least once).
@@ -88,8 +89,19 @@ impl Completer {
     /// then returns: the last batch is flushed before.
     pub async fn run(self, mut results: mpsc::Receiver<AttemptRecord>) {
         let mut batch = Vec::with_capacity(self.config.batch);
+        let mut health = PendingHealth::default();
         loop {
-            match results.recv().await {
+            let next = match health.next_due() {
+                Some(due) => tokio::select! {
+                    next = results.recv() => next,
+                    _ = tokio::time::sleep_until(due) => {
+                        self.fold_health(&mut health, false).await;
+                        continue;
+                    }
+                },
+                None => results.recv().await,
+            };
+            match next {
                 Some(record) => batch.push(record),
                 None => break,
             }
@@ -105,7 +117,10 @@ impl Completer {
                     _ = &mut linger => break,
                 }
             }
-            self.write_with_retries(&batch).await;
+            if self.write_with_retries(&batch).await {
+                health.add(summarise_health(&batch));
+                self.fold_health(&mut health, false).await;
+            }
             // Written or given up on: either way no longer this replica's to
             // re-send after a crash, so the claim may take more.
             self.in_flight.recorded(batch.len());
@@ -118,11 +133,29 @@ impl Completer {
             self.signals.recorded.notify_one();
             batch.clear();
         }
+        self.fold_health(&mut health, true).await;
+    }
+
+    /// Folds the webhooks whose status is due (all of them when `all`).
+    /// Best effort: the status fields are the dashboard's summary, and the
+    /// next outcome of the webhook brings them up to date anyway.
+    async fn fold_health(&self, health: &mut PendingHealth, all: bool) {
+        let due = health.take_due(tokio::time::Instant::now(), all);
+        if due.is_empty() {
+            return;
+        }
+        let folded = async {
+            let client = self.pool.get().await?;
+            queue::fold_webhook_health(&**client, &due).await
+        };
+        if let Err(err) = folded.await {
+            warn!(error = %err.one_line(), webhooks = due.len(), "cannot update webhook status");
+        }
     }
 
     /// Writes one batch, retrying with backoff for as long as its leases could
     /// still be valid; after that the fence would drop it anyway.
-    async fn write_with_retries(&self, batch: &[AttemptRecord]) {
+    async fn write_with_retries(&self, batch: &[AttemptRecord]) -> bool {
         let mut delay = Duration::from_millis(50);
         let give_up = tokio::time::Instant::now() + self.config.give_up_after;
         loop {
@@ -135,7 +168,7 @@ impl Completer {
                             "results dropped: lease lost or delivery cancelled"
                         );
                     }
-                    return;
+                    return true;
                 }
                 Err(err) if tokio::time::Instant::now() < give_up => {
                     warn!(error = %err.one_line(), results = batch.len(), retry_in_ms = delay.as_millis() as u64,
@@ -146,24 +179,108 @@ impl Completer {
                 Err(err) => {
                     warn!(error = %err.one_line(), results = batch.len(),
                           "giving up on writing delivery results; the deliveries will be sent again when their leases expire");
-                    return;
+                    return false;
                 }
             }
         }
     }
 
-    /// Writes one batch: delivery rows and attempt log, then webhook status.
+    /// Writes one batch: delivery rows and attempt log. (Webhook status
+    /// is folded apart, at most about once a second per webhook.)
     pub async fn run_once(&self, batch: &[AttemptRecord]) -> Result<CompleteOutcome> {
         if batch.is_empty() {
             return Ok(CompleteOutcome::default());
         }
         let client = self.pool.get().await?;
         let written = queue::complete(&**client, batch).await?;
-        queue::fold_webhook_health(&**client, &summarise_health(batch)).await?;
         Ok(CompleteOutcome {
             written,
             fenced: batch.len() as u64 - written,
         })
+    }
+}
+
+/// How long a webhook's folded status may lag behind its outcomes while
+/// they keep the same kind: each fold rewrites the webhook's row, which a
+/// long transaction elsewhere keeps from being vacuumed.
+const FOLD_EVERY: Duration = Duration::from_secs(1);
+
+/// Webhook status not yet folded, and when each webhook was last folded.
+/// A webhook is folded at once when its latest outcome turns (success after
+/// failure or the other way round) or was never folded here, else at most
+/// once per [`FOLD_EVERY`].
+#[derive(Debug, Default)]
+struct PendingHealth {
+    waiting: HashMap<Uuid, WebhookHealth>,
+    /// Per webhook: when it was last folded and whether its latest outcome
+    /// then was a success. Entries older than [`FOLD_EVERY`] are dropped.
+    folded: HashMap<Uuid, (tokio::time::Instant, bool)>,
+}
+
+impl PendingHealth {
+    fn add(&mut self, batch: Vec<WebhookHealth>) {
+        for health in batch {
+            match self.waiting.get_mut(&health.webhook_id) {
+                Some(waiting) => merge_health(waiting, health),
+                None => {
+                    self.waiting.insert(health.webhook_id, health);
+                }
+            }
+        }
+    }
+
+    /// The earliest time a waiting webhook is due.
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.waiting
+            .keys()
+            .map(|id| match self.folded.get(id) {
+                Some((at, _)) => *at + FOLD_EVERY,
+                None => tokio::time::Instant::now(),
+            })
+            .min()
+    }
+
+    /// Takes the waiting webhooks that are due at `now` (all when `all`).
+    fn take_due(&mut self, now: tokio::time::Instant, all: bool) -> Vec<WebhookHealth> {
+        self.folded.retain(|_, (at, _)| now < *at + FOLD_EVERY);
+        let due: Vec<Uuid> = self
+            .waiting
+            .values()
+            .filter(|health| {
+                all || match self.folded.get(&health.webhook_id) {
+                    None => true,
+                    Some((_, succeeded)) => latest_succeeded(health) != *succeeded,
+                }
+            })
+            .map(|health| health.webhook_id)
+            .collect();
+        let mut taken: Vec<WebhookHealth> = due
+            .iter()
+            .filter_map(|id| self.waiting.remove(id))
+            .collect();
+        for health in &taken {
+            self.folded
+                .insert(health.webhook_id, (now, latest_succeeded(health)));
+        }
+        taken.sort_by_key(|h| h.webhook_id);
+        taken
+    }
+}
+
+/// Whether the latest outcome in `health` is a success.
+fn latest_succeeded(health: &WebhookHealth) -> bool {
+    match (health.last_success_at, health.last_failure_at) {
+        (Some(success), Some(failure)) => success > failure,
+        (success, _) => success.is_some(),
+    }
+}
+
+/// Folds `newer` into `into`: latest times, the latest failure's reason.
+fn merge_health(into: &mut WebhookHealth, newer: WebhookHealth) {
+    into.last_success_at = into.last_success_at.max(newer.last_success_at);
+    if newer.last_failure_at.is_some() && newer.last_failure_at >= into.last_failure_at {
+        into.last_failure_at = newer.last_failure_at;
+        into.last_failure_reason = newer.last_failure_reason;
     }
 }
 
@@ -192,4 +309,66 @@ fn summarise_health(batch: &[AttemptRecord]) -> Vec<WebhookHealth> {
     let mut health: Vec<_> = by_webhook.into_values().collect();
     health.sort_by_key(|h| h.webhook_id);
     health
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(webhook: Uuid, success_s: Option<i64>, failure_s: Option<i64>) -> WebhookHealth {
+        let at = |s: i64| chrono::DateTime::from_timestamp(s, 0).unwrap();
+        WebhookHealth {
+            webhook_id: webhook,
+            last_success_at: success_s.map(at),
+            last_failure_at: failure_s.map(at),
+            last_failure_reason: failure_s.map(|s| format!("failure at {s}")),
+        }
+    }
+
+    #[test]
+    fn a_webhook_is_folded_at_once_first_then_at_most_once_a_second_unless_its_outcome_turns() {
+        let webhook = Uuid::new_v4();
+        let start = tokio::time::Instant::now();
+        let mut pending = PendingHealth::default();
+        pending.add(vec![outcome(webhook, Some(10), None)]);
+        assert_eq!(
+            pending.take_due(start, false).len(),
+            1,
+            "never folded: at once"
+        );
+        pending.add(vec![outcome(webhook, Some(11), None)]);
+        assert!(
+            pending.take_due(start, false).is_empty(),
+            "same kind: waits"
+        );
+        assert_eq!(pending.next_due(), Some(start + FOLD_EVERY));
+        pending.add(vec![outcome(webhook, None, Some(12))]);
+        let turned = pending.take_due(start, false);
+        assert_eq!(turned.len(), 1, "success then failure: at once");
+        assert_eq!(
+            turned[0].last_success_at,
+            Some(chrono::DateTime::from_timestamp(11, 0).unwrap()),
+            "what waited is folded with it"
+        );
+        assert_eq!(
+            turned[0].last_failure_reason.as_deref(),
+            Some("failure at 12")
+        );
+        pending.add(vec![outcome(webhook, None, Some(13))]);
+        assert!(pending.take_due(start, false).is_empty());
+        assert_eq!(pending.take_due(start + FOLD_EVERY, false).len(), 1);
+        pending.add(vec![outcome(webhook, None, Some(14))]);
+        assert_eq!(pending.take_due(start, true).len(), 1, "shutdown folds all");
+        assert_eq!(pending.next_due(), None);
+    }
+
+    #[test]
+    fn merged_health_keeps_the_latest_times_and_the_latest_failures_reason() {
+        let webhook = Uuid::new_v4();
+        let mut into = outcome(webhook, Some(20), Some(15));
+        merge_health(&mut into, outcome(webhook, Some(18), Some(12)));
+        assert_eq!(into, outcome(webhook, Some(20), Some(15)));
+        merge_health(&mut into, outcome(webhook, None, Some(16)));
+        assert_eq!(into, outcome(webhook, Some(20), Some(16)));
+    }
 }

@@ -109,6 +109,32 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let in_flight = Arc::new(InFlight::new(config.claimer.pacing));
 
+    // Bound before LISTEN settles, so the address is taken (and /readyz
+    // answers, "reconnecting") from the start.
+    crate::admin::serve(
+        config.admin_addr,
+        crate::admin::Readiness {
+            pool: pool.clone(),
+            listen: signals.listen.clone(),
+            metrics: metrics.clone(),
+            in_flight: in_flight.clone(),
+            secret_key_ids: config.secrets.key_ids().into(),
+            api: config.admin_token.as_ref().map(|token| {
+                Arc::new(crate::api::ManagementApi::new(
+                    crate::api::ApiConfig {
+                        token: token.clone(),
+                        secrets: config.secrets.clone(),
+                        allow_private_targets: config.sender.allow_private_targets,
+                        resolver: config.sender.resolver.clone(),
+                    },
+                    pool.clone(),
+                ))
+            }),
+        },
+        shutdown.clone(),
+    )
+    .await?;
+
     let (notifier_task, first_listen) = Notifier::new(
         NotifierConfig {
             database: config.listen.database.clone(),
@@ -145,29 +171,6 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         crate::maintenance::retention::Retention::new(config.retention, pool.clone())
             .run(shutdown.clone()),
     );
-    crate::admin::serve(
-        config.admin_addr,
-        crate::admin::Readiness {
-            pool: pool.clone(),
-            listen: signals.listen.clone(),
-            metrics: metrics.clone(),
-            in_flight: in_flight.clone(),
-            secret_key_ids: config.secrets.key_ids().into(),
-            api: config.admin_token.as_ref().map(|token| {
-                Arc::new(crate::api::ManagementApi::new(
-                    crate::api::ApiConfig {
-                        token: token.clone(),
-                        secrets: config.secrets.clone(),
-                        allow_private_targets: config.sender.allow_private_targets,
-                        resolver: config.sender.resolver.clone(),
-                    },
-                    pool.clone(),
-                ))
-            }),
-        },
-        shutdown.clone(),
-    )
-    .await?;
 
     // Every queued result is also counted in `in_flight` until written, so
     // the channel never holds more than `max_in_flight`.
@@ -362,7 +365,8 @@ impl MainLoop {
         if claimed == asked || fanned.more || pumping {
             // Busy: the loop polls back to back, so producers need not pay
             // for NOTIFY.
-            if switch.on_busy() {
+            // Only a replica that hears notifications manages the switch.
+            if self.listen.get() == ListenState::Active && switch.on_busy() {
                 let client = self.pool.get().await?;
                 db::queue::set_wakeup_notify(&**client, false).await?;
             }

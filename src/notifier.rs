@@ -318,8 +318,12 @@ impl Notifier {
             let client = self.pool.get().await.map_err(Error::from)?;
             crate::db::notify(&**client, &payload).await
         };
-        sent.await
-            .map_err(|err| format!("cannot send the LISTEN probe: {}", err.one_line()))?;
+        sent.await.map_err(|err| {
+            format!(
+                "cannot send the LISTEN probe through the DATABASE_URL pool: {}",
+                err.one_line()
+            )
+        })?;
         let heard = tokio::time::timeout(self.config.probe_timeout, async {
             while let Some(received) = payloads.recv().await {
                 if received == payload {

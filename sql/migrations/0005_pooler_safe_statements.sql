@@ -231,19 +231,17 @@ BEGIN
 END
 $fn$;
 
--- The dashboard's per-webhook fields, folded from a whole batch: one row update
--- per webhook per batch, not per delivery. Rows are locked in id order so two
--- replicas folding overlapping batches cannot deadlock.
+-- The dashboard's per-webhook fields, folded from a batch. Rows are locked
+-- in id order so two replicas folding overlapping batches cannot deadlock.
 --
--- At a steady trickle every batch is a delivery or two, and rewriting the
--- webhook's row for each one leaves a dead version behind every time: while
--- a long transaction elsewhere holds back vacuum, that one row grew to
--- thousands of versions that every fan-out and claim reading the webhook had
--- to step through. So a row is rewritten only when it moves by at least a
--- second, when a failure's reason differs from the one stored, or when the
--- latest outcome turns from success to failure or back: the times shown are
--- exact to the second, and a webhook is rewritten about once a second at
--- most however busy it is (more only while its outcomes keep changing).
+-- Only rows that something moves forward are locked and rewritten: the
+-- stored times only ever grow, so a row this statement's snapshot finds
+-- ahead of the batch can never need it, whatever another replica commits
+-- meanwhile, and the result is the same in whatever order batches arrive.
+-- How often a webhook's row is rewritten is the daemon's to limit (about
+-- once a second, see src/completer.rs): while a long transaction elsewhere
+-- holds back vacuum, every rewrite leaves a dead version that fan-out and
+-- claims reading the webhook must step through.
 CREATE FUNCTION outbox.daemon_fold_webhook_status(
     p_ids uuid[], p_successes timestamptz[], p_failures timestamptz[], p_reasons text[])
 RETURNS void
@@ -258,21 +256,12 @@ BEGIN
         FROM unnest(p_ids::uuid[], p_successes::timestamptz[], p_failures::timestamptz[], p_reasons::text[])
             AS s(webhook_id, last_success_at, last_failure_at, last_failure_reason)
     ),
-    -- Only rows that change enough are locked, so skipped ones are not
-    -- touched at all (a row lock writes to the row too).
     locked AS MATERIALIZED (
         SELECT w.id
         FROM outbox.webhooks w
         JOIN summary s ON s.webhook_id = w.id
-        WHERE s.last_success_at >= coalesce(w.last_success_at, '-infinity') + interval '1 second'
-           OR s.last_failure_at >= coalesce(w.last_failure_at, '-infinity') + interval '1 second'
-           OR (s.last_failure_at > w.last_failure_at
-               AND s.last_failure_reason IS DISTINCT FROM w.last_failure_reason)
-           -- Which came last, a success or a failure, is always current.
-           OR (s.last_success_at > w.last_failure_at
-               AND w.last_failure_at >= coalesce(w.last_success_at, '-infinity'))
-           OR (s.last_failure_at > w.last_success_at
-               AND w.last_success_at >= coalesce(w.last_failure_at, '-infinity'))
+        WHERE s.last_success_at > coalesce(w.last_success_at, '-infinity')
+           OR s.last_failure_at > coalesce(w.last_failure_at, '-infinity')
         ORDER BY w.id
         FOR NO KEY UPDATE OF w
     )

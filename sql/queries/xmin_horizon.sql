@@ -19,7 +19,12 @@ WITH holders AS (
            greatest(age(backend_xid), age(backend_xmin))::int8 AS age_xids,
            (CASE WHEN age(backend_xid) >= coalesce(age(backend_xmin), 0)
                  THEN backend_xid ELSE backend_xmin END)::text::int8 AS xmin,
-           extract(epoch FROM now() - xact_start)::float8 AS age_seconds
+           -- A transaction with an xid holds the horizon from its start;
+           -- one without holds only its current snapshot, which in READ
+           -- COMMITTED is as old as the statement running.
+           extract(epoch FROM now() - CASE WHEN backend_xid IS NOT NULL THEN xact_start
+                                           ELSE coalesce(query_start, xact_start) END)::float8
+               AS age_seconds
     FROM pg_stat_activity
     WHERE pid <> pg_backend_pid()
       AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)

@@ -130,6 +130,7 @@ impl DatabaseTarget {
             None | Some("system") => RootCerts::System,
             Some(path) => RootCerts::File(PathBuf::from(path)),
         };
+        check_verification(sslmode, split.sslrootcert.as_deref(), &config, setting)?;
         let tls = tls_connector(sslmode, &roots, setting)?;
         Ok(DatabaseTarget {
             redacted: super::redact_url(&split.rest),
@@ -165,10 +166,29 @@ impl DatabaseTarget {
             postgres_native_tls::TlsStream<tokio_postgres::Socket>,
         >,
     )> {
-        self.config
-            .connect(self.tls())
-            .await
-            .map_err(|err| self.connect_error(&err))
+        let limit = self.start_up_limit();
+        match tokio::time::timeout(limit, self.config.connect(self.tls())).await {
+            Ok(connected) => connected.map_err(|err| self.connect_error(&err)),
+            Err(_) => Err(Error::Pool(format!(
+                "{} (no connection within {}s: a server accepted but did not finish TLS or \
+                 authentication; a pooler with no free server connection does this)",
+                self.redacted,
+                limit.as_secs()
+            ))),
+        }
+    }
+
+    /// How long opening one connection may take, start-up included: the
+    /// driver's `connect_timeout` covers only each host's TCP connect, and a
+    /// server that accepts and then stalls would otherwise hang us forever.
+    pub fn start_up_limit(&self) -> std::time::Duration {
+        let per_host = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(CONNECT_TIMEOUT_DEFAULT);
+        let hosts = u32::try_from(self.config.get_hosts().len().max(1)).unwrap_or(1);
+        per_host * hosts * 2
     }
 
     /// Opens one connection and drives it on a task of its own.
@@ -249,6 +269,48 @@ fn tls_advice(sslmode: SslMode, reason: &str, setting: &str) -> String {
         ),
         SslMode::Disable | SslMode::Prefer => String::new(),
     }
+}
+
+/// Refuses combinations that would check less than they seem to, as libpq
+/// does: the system's trust store vouches for any publicly trusted
+/// certificate, so it means something only together with the host name
+/// check of `verify-full`; and that check needs a host name to check.
+fn check_verification(
+    sslmode: SslMode,
+    sslrootcert: Option<&str>,
+    config: &tokio_postgres::Config,
+    setting: &str,
+) -> Result<()> {
+    match (sslmode, sslrootcert) {
+        (SslMode::VerifyCa, None) => {
+            return Err(Error::Config(format!(
+                "{setting}: sslmode=verify-ca needs sslrootcert=FILE, the CA that signs the \
+                 server's certificate (with the system's trust store any publicly trusted \
+                 certificate would pass); or use sslmode=verify-full"
+            )))
+        }
+        (
+            SslMode::Disable | SslMode::Prefer | SslMode::Require | SslMode::VerifyCa,
+            Some("system"),
+        ) => {
+            return Err(Error::Config(format!(
+                "{setting}: sslrootcert=system needs sslmode=verify-full (the system's trust store \
+                 vouches for any publicly trusted certificate, so only the host name check makes \
+                 it mean something)"
+            )))
+        }
+        _ => {}
+    }
+    let named = |host: &tokio_postgres::config::Host| matches!(host, tokio_postgres::config::Host::Tcp(name) if !name.is_empty());
+    if sslmode == SslMode::VerifyFull
+        && (config.get_hosts().is_empty() || !config.get_hosts().iter().all(named))
+    {
+        return Err(Error::Config(format!(
+            "{setting}: sslmode=verify-full needs a host name for every host (not only hostaddr, \
+             not a Unix socket) to check the server's certificate against"
+        )));
+    }
+    Ok(())
 }
 
 /// The TLS connector for a mode. `prefer` and `require` encrypt without
@@ -384,7 +446,8 @@ fn split_key_values(
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
             return Err(Error::Config(format!(
-                "{setting} is not a valid PostgreSQL URL: expected key=value near \"{key}\""
+                "{setting} is not a valid PostgreSQL URL: expected key=value at character {}",
+                text.chars().count() - chars.clone().count()
             )));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
@@ -571,6 +634,50 @@ mod tests {
     }
 
     #[test]
+    fn settings_that_would_check_less_than_they_seem_are_refused() {
+        for (url, says) in [
+            (
+                "postgres://h/db?sslmode=verify-ca",
+                "verify-ca needs sslrootcert",
+            ),
+            (
+                "postgres://h/db?sslmode=verify-ca&sslrootcert=system",
+                "needs sslmode=verify-full",
+            ),
+            (
+                "postgres://h/db?sslmode=require&sslrootcert=system",
+                "needs sslmode=verify-full",
+            ),
+            (
+                "hostaddr=127.0.0.1 sslmode=verify-full",
+                "needs a host name",
+            ),
+            (
+                "host=/var/run/postgresql sslmode=verify-full",
+                "needs a host name",
+            ),
+        ] {
+            let err = DatabaseTarget::parse(url, "DATABASE_URL").err().unwrap();
+            assert!(err.is_user_error(), "{url}");
+            assert!(err.to_string().contains(says), "{url}: {err}");
+        }
+        assert!(DatabaseTarget::parse(
+            "postgres://h/db?sslmode=verify-full&sslrootcert=system",
+            "DATABASE_URL"
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn a_malformed_key_value_url_is_not_echoed() {
+        let err = DatabaseTarget::parse("host=h password=my secret", "DATABASE_URL")
+            .err()
+            .unwrap();
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(err.to_string().contains("at character"), "{err}");
+    }
+
+    #[test]
     fn the_driver_is_told_whether_tls_is_required() {
         for (mode, driver) in [
             ("disable", DriverSslMode::Disable),
@@ -579,9 +686,15 @@ mod tests {
             ("verify-ca", DriverSslMode::Require),
             ("verify-full", DriverSslMode::Require),
         ] {
-            let target =
-                DatabaseTarget::parse(&format!("postgres://h/db?sslmode={mode}"), "DATABASE_URL")
-                    .unwrap();
+            let ca = std::env::temp_dir().join(format!("webhookd-ca-{}.pem", uuid::Uuid::new_v4()));
+            let issued = rcgen::generate_simple_self_signed(vec!["h".to_string()]).unwrap();
+            std::fs::write(&ca, issued.cert.pem()).unwrap();
+            let url = format!(
+                "postgres://h/db?sslmode={mode}&sslrootcert={}",
+                ca.display()
+            );
+            let target = DatabaseTarget::parse(&url, "DATABASE_URL").unwrap();
+            let _ = std::fs::remove_file(&ca);
             assert_eq!(target.config().get_ssl_mode(), driver, "{mode}");
         }
         let default = DatabaseTarget::parse("postgres://h/db", "DATABASE_URL").unwrap();

@@ -59,6 +59,9 @@ pub fn parse_url(url: &str) -> Result<DatabaseTarget> {
     DatabaseTarget::parse(url, "DATABASE_URL")
 }
 
+/// Longest wait for a free connection from the pool.
+const POOL_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A connection pool. Connects once up front so that an unreachable database
 /// is a clear start-up error rather than the first query's.
 ///
@@ -78,6 +81,12 @@ pub async fn connect_pool(target: &DatabaseTarget, max_size: usize) -> Result<Po
     );
     let pool = Pool::builder(manager)
         .max_size(max_size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        // A server that accepts and then stalls must not hang a caller.
+        .create_timeout(Some(target.start_up_limit()))
+        // Every statement is short: waiting this long for a free
+        // connection means something is stuck, and the caller says so.
+        .wait_timeout(Some(POOL_WAIT_LIMIT))
         .build()
         .map_err(|err| Error::Config(format!("cannot build the database pool: {err}")))?;
     match pool.get().await {

@@ -314,8 +314,9 @@ impl Bench {
     }
 }
 
-/// Median execution time of the daemon's claim statement, planned as the
-/// daemon's sessions plan it, in a transaction that is rolled back.
+/// Median execution time of the daemon's claim statement (the call of its
+/// PL/pgSQL function, whose settings it carries), in a transaction that is
+/// rolled back; the median leaves out the first call's planning.
 async fn claim_time(url: &str) -> BenchResult<f64> {
     let mut client = webhookd::db::connect_single(url).await?;
     client.batch_execute("SET enable_bitmapscan = off").await?;
@@ -332,8 +333,8 @@ async fn claim_time(url: &str) -> BenchResult<f64> {
             .query_one(
                 &statement,
                 &[
-                    &128i64,
-                    &256i64,
+                    &128i32,
+                    &256i32,
                     &false,
                     &none,
                     &free,
