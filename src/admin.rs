@@ -17,7 +17,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tracing::info;
 
 use crate::db::SchemaState;
 use crate::error::{Error, Result};
@@ -42,7 +41,7 @@ pub struct Readiness {
 }
 
 /// Binds the admin address (port 0 picks a free one) and serves until shutdown.
-/// Returns the bound address.
+/// Returns the bound address (the caller logs it once start-up succeeded).
 pub async fn serve(
     address: SocketAddr,
     readiness: Readiness,
@@ -54,7 +53,6 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|err| Error::Other(format!("admin listener: {err}")))?;
-    info!(address = %bound, "admin endpoints: /healthz, /readyz, /metrics");
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {

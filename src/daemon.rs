@@ -111,7 +111,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
 
     // Bound before LISTEN settles, so the address is taken (and /readyz
     // answers, "reconnecting") from the start.
-    crate::admin::serve(
+    let admin_address = crate::admin::serve(
         config.admin_addr,
         crate::admin::Readiness {
             pool: pool.clone(),
@@ -155,6 +155,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         notifier_task.abort();
         return Err(err);
     }
+    info!(address = %admin_address, "admin endpoints: /healthz, /readyz, /metrics");
     let vacuum_task = tokio::spawn(
         crate::maintenance::vacuum::Vacuum::new(Default::default(), pool.clone())
             .run(shutdown.clone()),
