@@ -94,7 +94,7 @@ RETURNS TABLE (id uuid, webhook_id uuid, event_id uuid, attempts int, event text
                organization_id uuid, occurred_at timestamptz, data text, url text,
                window_rows bigint)
 LANGUAGE plpgsql
-SET enable_seqscan = off SET enable_bitmapscan = off SET jit = off
+SET enable_seqscan = off SET enable_bitmapscan = off SET jit = off SET plan_cache_mode = force_generic_plan
 AS $fn$
 #variable_conflict use_column
 BEGIN
