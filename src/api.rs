@@ -1,4 +1,4 @@
-//! The management API for the dashboard backend (SPEC §7), served on the
+//! The management API for the dashboard backend (docs/CONTRACT.md §7), served on the
 //! admin address only when `WEBHOOKD_ADMIN_TOKEN` is set.
 //!
 //! Every request needs `Authorization: Bearer <token>`; the comparison is over

@@ -18,7 +18,7 @@ use crate::pacing::{Feedback, Pace, PacingConfig};
 /// Default most deliveries in flight per webhook per replica.
 pub const MAX_IN_FLIGHT_PER_WEBHOOK_DEFAULT: usize = 128;
 
-/// Default lease (SPEC §6): longer than connect + response timeout.
+/// Default lease (docs/CONTRACT.md §6): longer than connect + response timeout.
 pub const LEASE_DEFAULT: Duration = Duration::from_secs(90);
 
 /// Claimer settings.

@@ -1,4 +1,4 @@
-//! The command line (SPEC §6): argument definitions and what each command does.
+//! The command line (docs/CONTRACT.md §6): argument definitions and what each command does.
 //! `main` only parses, calls [`execute`] and maps errors to exit codes.
 
 use clap::{Parser, Subcommand};

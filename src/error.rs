@@ -1,6 +1,6 @@
 //! The crate's error type. Callers ask it what kind of failure it is
 //! ([`Error::is_user_error`]) instead of matching message text; `main` maps that
-//! to the exit codes of SPEC §6.
+//! to the exit codes of docs/CONTRACT.md §6.
 
 use tokio_postgres::error::SqlState;
 

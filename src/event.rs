@@ -1,4 +1,4 @@
-//! The 11 event types and the envelope a receiver gets (SPEC §1–2). Pure.
+//! The 11 event types and the envelope a receiver gets (docs/CONTRACT.md §1–2). Pure.
 //!
 //! Validation of `data` is the database's job (it must hold for a plain INSERT
 //! too); this module only names the types and builds the body bytes.
@@ -38,7 +38,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    /// All types, in the order of SPEC §2.
+    /// All types, in the order of docs/CONTRACT.md §2.
     pub const ALL: [EventType; 11] = [
         EventType::PostCreated,
         EventType::PostEdited,
@@ -93,7 +93,7 @@ impl FromStr for EventType {
     }
 }
 
-/// `occurred_at` as SPEC §1 wants it: RFC 3339, UTC, milliseconds, `Z`.
+/// `occurred_at` as docs/CONTRACT.md §1 wants it: RFC 3339, UTC, milliseconds, `Z`.
 pub fn format_occurred_at(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }

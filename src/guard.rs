@@ -1,5 +1,5 @@
 //! Outbound safety: which webhook URLs and resolved addresses webhookd will
-//! talk to (SPEC §4, DESIGN decision 7). Pure.
+//! talk to (docs/CONTRACT.md §4; why: docs/ARCHITECTURE.md, outbound safety). Pure.
 //!
 //! Customers type webhook URLs; without this check a URL could aim webhookd at
 //! the cloud metadata service or an internal admin port. The sender checks

@@ -356,7 +356,7 @@ const FENCE_WAIT_FIRST: Duration = Duration::from_millis(5);
 /// holds the fence back; one cheap query a second is what it costs then.
 const FENCE_WAIT_MAX: Duration = Duration::from_secs(1);
 
-/// One replica's side of the producers' NOTIFY switch (DESIGN decision 2).
+/// One replica's side of the producers' NOTIFY switch (docs/ARCHITECTURE.md, wake-ups).
 ///
 /// Busy: off, the loop polls back to back anyway. Drained: on, then wait until
 /// every transaction that could have seen it off has ended (the fence), and

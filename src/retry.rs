@@ -1,4 +1,4 @@
-//! The retry schedule (SPEC §3). Pure.
+//! The retry schedule (docs/CONTRACT.md §3). Pure.
 //!
 //! After failed attempt *k* the next one is due at failure time +
 //! base × 2^(k−1), plus an add-only jitter of at most 10 % so that a burst of

@@ -50,7 +50,7 @@ pub struct Signer {
 }
 
 impl Signer {
-    /// The key is the secret's UTF-8 bytes, `whsec_` prefix included (SPEC §1).
+    /// The key is the secret's UTF-8 bytes, `whsec_` prefix included (docs/CONTRACT.md §1).
     pub fn new(secret: &SigningSecret) -> Self {
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.0.as_bytes())
             .expect("HMAC accepts keys of any length");

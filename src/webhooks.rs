@@ -14,7 +14,7 @@ use crate::signing::{SecretBox, SigningSecret};
 /// Longest label accepted.
 pub const MAX_LABEL_LEN: usize = 200;
 
-/// A webhook as the CLI prints it (SPEC §6). `secret` only on creation.
+/// A webhook as the CLI prints it (docs/CONTRACT.md §6). `secret` only on creation.
 #[derive(Debug, Clone, Serialize)]
 pub struct WebhookView {
     /// Webhook id.

@@ -4,7 +4,7 @@
 
 CREATE SCHEMA IF NOT EXISTS outbox;
 
--- Validates one event's type and data against EVENTS.md. Raises SQLSTATE 22023
+-- Validates one event's type and data against the rules of docs/CONTRACT.md §2. Raises SQLSTATE 22023
 -- (invalid_parameter_value) with a message that names the event and the field,
 -- so producers see the problem in their own statement and nothing is written.
 CREATE FUNCTION outbox.validate_event(p_event text, p_data jsonb) RETURNS void
@@ -124,7 +124,7 @@ CREATE TABLE outbox.events (
     organization_id uuid        NOT NULL,
     event           text        NOT NULL,
     data            jsonb       NOT NULL,
-    -- The clock time of the INSERT (SPEC §1), not the transaction start.
+    -- The clock time of the INSERT (docs/CONTRACT.md §1), not the transaction start.
     occurred_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
     -- Set when the daemon has created this event's delivery rows.
     fanned_out_at   timestamptz
@@ -151,7 +151,7 @@ $$;
 CREATE TRIGGER events_validate BEFORE INSERT ON outbox.events
     FOR EACH ROW EXECUTE FUNCTION outbox.events_validate();
 
--- The wake-up switch (DESIGN decision 2): 1 = producers NOTIFY, 0 = they
+-- The wake-up switch (docs/ARCHITECTURE.md, wake-ups): 1 = producers NOTIFY, 0 = they
 -- don't. NOTIFY serialises committing producers, so the daemon turns it off
 -- while it is busy polling anyway and back on before it sleeps.
 -- A sequence rather than a row because its value is read without a snapshot:
@@ -243,7 +243,8 @@ CREATE TABLE outbox.delivery_attempts (
     attempt         integer     NOT NULL,
     started_at      timestamptz NOT NULL,
     duration_ms     integer     NOT NULL,
-    -- Stable machine code of the outcome (ok, http_status, redirect, timeout, connect, tls, ...).
+    -- Stable machine code of the outcome (delivered, http_status, connect_timeout, ...; the
+    -- list is in docs/CONTRACT.md §5).
     outcome         text        NOT NULL,
     status_code     integer,
     reason          text,

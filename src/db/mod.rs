@@ -18,7 +18,7 @@ use tokio_postgres::{GenericClient, Row};
 
 use crate::error::{Error, Result};
 
-/// The default of `DATABASE_URL` (SPEC §6).
+/// The default of `DATABASE_URL` (docs/CONTRACT.md §6).
 pub const DATABASE_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Migrations in order; the number is the version recorded. Expand-only

@@ -291,7 +291,7 @@ async fn print_status(client: &tokio_postgres::Client, organization: Uuid) -> Re
     Ok(())
 }
 
-/// A valid `data` object for each type, in the style of EVENTS.md.
+/// A valid `data` object for each type, in the style of docs/CONTRACT.md §2.
 pub fn sample_data(event: EventType, index: usize) -> serde_json::Value {
     use serde_json::json;
     let post = format!("553c3ef8b8cdcd1501ba{index:04}");

@@ -30,9 +30,9 @@ use connect::Connector;
 use outcome::describe_hyper;
 use pool::ConnectionPool;
 
-/// Default connect timeout (DNS + TCP + TLS), SPEC §3.
+/// Default connect timeout (DNS + TCP + TLS), docs/CONTRACT.md §3.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
-/// Default time from sending to a complete response, SPEC §3.
+/// Default time from sending to a complete response, docs/CONTRACT.md §3.
 pub const RESPONSE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// How much of a response body is read at most; the rest is never read.
 pub const RESPONSE_READ_CAP: usize = 64 * 1024;

@@ -1,5 +1,5 @@
 //! What one attempt came to: a stable machine code plus the human reason that
-//! goes into `last_error` and the attempt log (SPEC §5 gives the style).
+//! goes into `last_error` and the attempt log (docs/CONTRACT.md §5 gives the style).
 
 use std::error::Error as StdError;
 use std::io;

@@ -370,5 +370,5 @@ async fn every_operation_in_the_openapi_document_is_served_and_answers_a_documen
         }
     }
     daemon.stop().await.unwrap();
-    assert_eq!(operations, 6, "the six operations of SPEC §7");
+    assert_eq!(operations, 6, "the six operations of docs/CONTRACT.md §7");
 }

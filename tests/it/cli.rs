@@ -2,7 +2,7 @@
 //!
 //! Every test runs `webhookd` as a child process with a clean environment (no
 //! inherited `WEBHOOKD_*` or `RUST_LOG`), `DATABASE_URL` pointing at its own
-//! database, and a deadline on every run. SPEC §6: exit 0 on success, 2 on bad
+//! database, and a deadline on every run. docs/CONTRACT.md §6: exit 0 on success, 2 on bad
 //! usage, configuration or input with one line on stderr, 1 on other failures.
 
 use std::process::Stdio;

@@ -1,6 +1,6 @@
 //! Invalid events: each fails with a message naming the problem and writes nothing.
 //!
-//! Every rule is checked through both doors a producer may use (EVENTS.md):
+//! Every rule is checked through both doors a producer may use (docs/CONTRACT.md §2):
 //! `outbox.emit` as called by [`webhookd::db::webhooks::emit`], and a plain
 //! `INSERT INTO outbox.events`. The first must come back as
 //! [`webhookd::Error::Input`], the second as SQLSTATE 22023
@@ -19,7 +19,7 @@ use crate::harness::{sample, TestDb};
 const PLAIN_INSERT: &str =
     "INSERT INTO outbox.events (organization_id, event, data) VALUES ($1, $2, $3::jsonb) RETURNING id";
 
-/// The 256 KiB limit of EVENTS.md, in bytes.
+/// The 256 KiB limit of docs/CONTRACT.md §2, in bytes.
 const DATA_LIMIT: usize = 256 * 1024;
 
 /// Asserts that `data` for `event` is refused through both doors with a
@@ -683,7 +683,7 @@ async fn migrate_run_concurrently_and_repeatedly_succeeds_and_reaches_the_curren
     .expect("emit after migrate");
 }
 
-/// Every field name EVENTS.md uses, for the cross-check below.
+/// Every field name docs/CONTRACT.md §2 uses, for the cross-check below.
 const EVENT_FIELDS: &[&str] = &[
     "id",
     "title",
