@@ -231,7 +231,7 @@ impl DatabaseTarget {
             };
             return format!("{}{hint}", db.message());
         }
-        if let Some(tls) = find_source::<native_tls::Error>(err) {
+        if let Some(tls) = crate::sender::outcome::find_source::<native_tls::Error>(err) {
             let reason = crate::sender::describe_tls(tls);
             return format!(
                 "{reason}{}",
@@ -505,19 +505,6 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn find_source<'a, T: std::error::Error + 'static>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut current = Some(err);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = e.source();
-    }
-    None
 }
 
 #[cfg(test)]

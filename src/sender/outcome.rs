@@ -207,7 +207,10 @@ fn innermost(err: &(dyn StdError + 'static)) -> String {
     current.to_string()
 }
 
-fn find_source<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+/// The first error of type `T` in `err`'s chain of sources.
+pub(crate) fn find_source<'a, T: StdError + 'static>(
+    err: &'a (dyn StdError + 'static),
+) -> Option<&'a T> {
     let mut current = Some(err);
     while let Some(e) = current {
         if let Some(found) = e.downcast_ref::<T>() {
