@@ -150,10 +150,13 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
     )
     .spawn(shutdown.clone());
     // An explicit LISTEN URL that is unreachable or cannot deliver
-    // notifications stops the start; otherwise the loop polls meanwhile.
-    if let Ok(Err(err)) = first_listen.await {
-        notifier_task.abort();
-        return Err(err);
+    // notifications stops the start, so that case is waited for. Otherwise
+    // delivery starts at once and polls until LISTEN is settled.
+    if config.listen.explicit {
+        if let Ok(Err(err)) = first_listen.await {
+            notifier_task.abort();
+            return Err(err);
+        }
     }
     info!(address = %admin_address, "admin endpoints: /healthz, /readyz, /metrics");
     let vacuum_task = tokio::spawn(

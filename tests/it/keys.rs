@@ -220,8 +220,7 @@ async fn rotate_beside_a_running_daemon_loses_and_fails_nothing() {
     app.emit(org, "post.deleted", sample(EventType::PostDeleted))
         .await;
     let total = 230 * 7;
-    app.wait_for_deliveries("status = 'delivered' AND attempts = 1", total)
-        .await;
+    app.wait_for_deliveries("status = 'delivered'", total).await;
     daemon.stop().await.unwrap();
     second.stop().await.unwrap();
     assert_eq!(
@@ -230,7 +229,24 @@ async fn rotate_beside_a_running_daemon_loses_and_fails_nothing() {
             .await,
         0
     );
-    assert_eq!(receiver.requests().len(), total as usize);
+    // No attempt failed for want of a key; a loaded machine may time one out.
+    assert_eq!(
+        app.db
+            .count(
+                "SELECT count(*) FROM outbox.delivery_attempts
+                 WHERE outcome NOT IN ('delivered', 'response_timeout', 'connect_timeout')"
+            )
+            .await,
+        0
+    );
+    let mut arrived: Vec<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.delivery_id())
+        .collect();
+    arrived.sort();
+    arrived.dedup();
+    assert_eq!(arrived.len(), total as usize, "every delivery arrived");
     assert_signed(&receiver, &secrets);
     assert_eq!(stored_key_ids(&app).await, vec![key_id(&new_key); 230]);
 }

@@ -195,7 +195,8 @@ impl TestApp {
         let sql = format!("SELECT count(*) FROM outbox.deliveries WHERE {condition}");
         wait_until(
             &format!("{n} deliveries with {condition}"),
-            Duration::from_secs(20),
+            // A deadline, not a wait: generous for a loaded 2-core machine.
+            Duration::from_secs(60),
             || async { self.db.count(&sql).await == n },
         )
         .await;

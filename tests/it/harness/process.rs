@@ -17,7 +17,7 @@ use super::wait_until;
 pub const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 
 /// Longest a process may take to start, become ready or exit.
-pub const PROCESS_WAIT: Duration = Duration::from_secs(20);
+pub const PROCESS_WAIT: Duration = Duration::from_secs(45);
 
 /// One `webhookd run` process, its admin address and its JSON log lines.
 pub struct Replica {
