@@ -109,6 +109,9 @@ async fn commands_and_daemon_through(mode: PoolMode) {
     daemon.wait_ready().await;
     let ready = http_request(daemon.admin, "GET", "/readyz", "", "").await;
     assert!(ready.contains(r#""listen":"active""#), "{ready}");
+    // The CLI's events go to the first webhook only: wait for them before
+    // the second exists.
+    receiver.wait_for(5, Duration::from_secs(60)).await;
 
     // A second webhook through the management API, on the pooled pool.
     let api = http_request(
