@@ -25,6 +25,8 @@ pub struct Replica {
     /// Its admin address.
     pub admin: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// Reads stderr into `log` until the process closes it.
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Replica {
@@ -58,13 +60,18 @@ impl Replica {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("piped stderr");
         let lines = log.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut reader = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = reader.next_line().await {
                 lines.lock().unwrap().push(line);
             }
         });
-        Replica { child, admin, log }
+        Replica {
+            child,
+            admin,
+            log,
+            reader: Some(reader),
+        }
     }
 
     /// Sends a signal (`-TERM`, `-KILL`) with kill(1).
@@ -78,11 +85,17 @@ impl Replica {
     }
 
     /// Waits (bounded) for the process to end.
+    /// Once it has exited, its last log lines are read too, so the log is
+    /// complete when this returns.
     pub async fn exit_status(&mut self) -> ExitStatus {
-        tokio::time::timeout(PROCESS_WAIT, self.child.wait())
+        let status = tokio::time::timeout(PROCESS_WAIT, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("the replica exits within {PROCESS_WAIT:?}"))
-            .expect("wait for the replica")
+            .expect("wait for the replica");
+        if let Some(reader) = self.reader.take() {
+            let _ = tokio::time::timeout(PROCESS_WAIT, reader).await;
+        }
+        status
     }
 
     pub fn is_running(&mut self) -> bool {
