@@ -3,9 +3,8 @@
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{LEASE, WAIT};
 use crate::harness::wait_until;
@@ -54,22 +53,7 @@ impl Daemon {
 
     /// The HTTP status of `/readyz`; `None` when nothing answers within 10 s.
     pub(super) async fn readyz(&self) -> Option<u16> {
-        let exchange = async {
-            let mut stream = tokio::net::TcpStream::connect(self.admin).await.ok()?;
-            let request = "GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
-            stream.write_all(request.as_bytes()).await.ok()?;
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).await.ok()?;
-            String::from_utf8_lossy(&response)
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        };
-        tokio::time::timeout(Duration::from_secs(10), exchange)
-            .await
-            .ok()
-            .flatten()
+        crate::harness::process::http_status(self.admin, "/readyz").await
     }
 
     pub(super) async fn wait_ready(&self) {

@@ -180,7 +180,16 @@ pub struct Webhookd {
 impl Webhookd {
     /// `webhookd ARGS` against `database_url`, with nothing else from our environment.
     pub fn new(database_url: &str, args: &[&str]) -> Webhookd {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_webhookd"));
+        Webhookd::with_binary(
+            std::path::Path::new(env!("CARGO_BIN_EXE_webhookd")),
+            database_url,
+            args,
+        )
+    }
+
+    /// The same with another build of `webhookd` (the previous release).
+    pub fn with_binary(binary: &std::path::Path, database_url: &str, args: &[&str]) -> Webhookd {
+        let mut command = Command::new(binary);
         for (name, _) in std::env::vars_os() {
             let inherited = name.to_string_lossy();
             if inherited.starts_with("WEBHOOKD_") || inherited == "RUST_LOG" {

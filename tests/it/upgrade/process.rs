@@ -19,11 +19,12 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::harness::process::{Outcome, Webhookd};
 use crate::harness::wait_until;
 
 /// Longest a one-shot command, a start or a stop may take.
@@ -31,85 +32,19 @@ const PROCESS_LIMIT: Duration = Duration::from_secs(30);
 /// How long the armed receiver holds a lone request waiting for a second.
 const GATE_HOLD: Duration = Duration::from_secs(5);
 
-/// `binary ARGS` against `database_url`, with no `WEBHOOKD_*` or `RUST_LOG`
-/// of ours, and `WEBHOOKD_SECRET_KEY` when `key` is given.
-fn command(binary: &Path, database_url: &str, args: &[&str], key: Option<&str>) -> Command {
-    let mut command = Command::new(binary);
-    for (name, _) in std::env::vars_os() {
-        let inherited = name.to_string_lossy();
-        if inherited.starts_with("WEBHOOKD_") || inherited == "RUST_LOG" {
-            command.env_remove(&name);
-        }
+/// `binary ARGS` against `database_url` (see [`Webhookd`]), with
+/// `WEBHOOKD_SECRET_KEY` when `key` is given.
+fn webhookd(binary: &Path, database_url: &str, args: &[&str], key: Option<&str>) -> Webhookd {
+    let command = Webhookd::with_binary(binary, database_url, args);
+    match key {
+        Some(key) => command.key(key),
+        None => command,
     }
-    if let Some(key) = key {
-        command.env("WEBHOOKD_SECRET_KEY", key);
-    }
-    command
-        .args(args)
-        .env("DATABASE_URL", database_url)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
 }
 
 /// Runs a one-shot command to completion.
 pub async fn run(binary: &Path, database_url: &str, args: &[&str], key: Option<&str>) -> Outcome {
-    let shown = format!("{} {}", binary.display(), args.join(" "));
-    let output = tokio::time::timeout(
-        PROCESS_LIMIT,
-        command(binary, database_url, args, key).output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("`{shown}` did not finish within {PROCESS_LIMIT:?}"))
-    .unwrap_or_else(|err| panic!("cannot start `{shown}`: {err}"));
-    Outcome {
-        shown,
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// What a finished command did.
-pub struct Outcome {
-    shown: String,
-    code: Option<i32>,
-    /// Its stdout.
-    pub stdout: String,
-    /// Its stderr.
-    pub stderr: String,
-}
-
-impl Outcome {
-    /// Asserts exit 0; returns stdout.
-    pub fn succeeded(&self) -> &str {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "`{}` should succeed\nstdout: {}\nstderr: {}",
-            self.shown,
-            self.stdout,
-            self.stderr
-        );
-        &self.stdout
-    }
-
-    /// Asserts exit `code` with one `webhookd: ` line on stderr; returns it.
-    pub fn failed_with(&self, code: i32) -> &str {
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert!(
-            self.code == Some(code) && lines.len() == 1 && lines[0].starts_with("webhookd: "),
-            "`{}` should exit {code} with one line\nexit: {:?}\nstdout: {}\nstderr: {}",
-            self.shown,
-            self.code,
-            self.stdout,
-            self.stderr
-        );
-        lines[0]
-    }
+    webhookd(binary, database_url, args, key).output().await
 }
 
 /// A `webhookd run` process with short delays, `--max-in-flight 1` (so that
@@ -150,7 +85,8 @@ impl Daemon {
             "--max-in-flight",
             "1",
         ];
-        let mut child = command(binary, database_url, &args, Some(key))
+        let mut child = webhookd(binary, database_url, &args, Some(key))
+            .command
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|err| panic!("starting {name}'s daemon: {err}"));
