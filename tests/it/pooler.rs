@@ -24,11 +24,9 @@ fn require_pgbouncer() -> bool {
     if PgBouncer::installed() {
         return true;
     }
-    let in_ci = std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false");
-    assert!(!in_ci, "pgbouncer is not installed (.ci/run installs it)");
-    eprintln!(
-        "\n!!!!! SKIPPED a PgBouncer test: pgbouncer is not installed \
-         (Debian: `apt-get install -y pgbouncer`; .ci/run does this) !!!!!\n"
+    crate::harness::skip_unless_ci(
+        "a PgBouncer test",
+        "pgbouncer is not installed (Debian: `apt-get install -y pgbouncer`; .ci/run does this)",
     );
     false
 }

@@ -11,7 +11,6 @@
 //! installs them). On a developer's machine it is a loud skip that says how
 //! to install it, so `cargo test` works with only Rust and PostgreSQL.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -201,17 +200,11 @@ async fn prepare_or_skip(lang: Lang) -> Option<Prepared> {
         Ok(prepared) => return Some(prepared),
         Err(problem) => problem,
     };
-    let in_ci = std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false");
-    if !in_ci {
-        // Straight to the process's stderr: not captured by the test harness.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!! SKIPPED the {lang:?} sample producer: {problem} (in CI this is a failure; \
-             .ci/run installs it) !!!!!\n"
-        );
-        return None;
-    }
-    panic!("the {lang:?} sample producer cannot be checked: {problem}");
+    crate::harness::skip_unless_ci(
+        &format!("the {lang:?} sample producer"),
+        &format!("{problem} (.ci/run installs it)"),
+    );
+    None
 }
 
 /// The event ids a sample printed.

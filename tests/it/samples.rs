@@ -11,7 +11,6 @@
 //! to install, so `cargo test` works on a fresh machine with only Rust and
 //! PostgreSQL.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -113,20 +112,11 @@ async fn require_runtime(lang: Lang) -> bool {
         "Install it (Debian: `apt-get install -y {}`; .ci/run does this)",
         lang.package()
     );
-    let in_ci = std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false");
-    if !in_ci {
-        // Straight to the process's stderr: not captured by the test harness.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!! SKIPPED the {lang:?} sample receiver: {problem}. {install} to check it \
-             (in CI this is a failure) !!!!!\n"
-        );
-        return false;
-    }
-    panic!(
-        "the {lang:?} sample receiver in {} cannot be checked: {problem}. {install}",
-        lang.dir().display()
+    crate::harness::skip_unless_ci(
+        &format!("the {lang:?} sample receiver in {}", lang.dir().display()),
+        &format!("{problem}. {install}"),
     );
+    false
 }
 
 /// A port that was free a moment ago.

@@ -310,3 +310,19 @@ pub async fn http_request(
     stream.read_to_string(&mut response).await.unwrap();
     response
 }
+
+/// For a test that needs a tool or runtime that is missing: in CI (`CI`
+/// set; `.ci/run` installs everything) that is a failure; on a developer's
+/// machine a loud skip that says what is missing, so `cargo test` works with
+/// only Rust and PostgreSQL. `what` names the check, `problem` what is
+/// missing and how to install it.
+pub fn skip_unless_ci(what: &str, problem: &str) {
+    let in_ci = std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false");
+    assert!(!in_ci, "{what} cannot be checked: {problem}");
+    // Straight to the process's stderr: not captured by the test harness.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!!!! SKIPPED {what}: {problem} (in CI this is a failure) !!!!!\n"
+    );
+}
