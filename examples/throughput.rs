@@ -54,11 +54,11 @@ async fn run(url: &str, events: i64) -> Result<(), Box<dyn std::error::Error>> {
     let key = SecretBox::generate_key_base64();
     let secrets = SecretBox::from_base64(&key)?;
     let org = Uuid::new_v4();
-    webhookd::webhooks::create(
+    webhookd::manage::create(
         &client,
         &secrets,
-        &webhookd::sender::SystemResolver,
-        &webhookd::webhooks::CreateWebhook {
+        &webhookd::delivery::sender::SystemResolver,
+        &webhookd::manage::CreateWebhook {
             organization_id: org,
             url: &format!("http://{address}/hook"),
             label: "throughput",

@@ -6,11 +6,11 @@ use uuid::Uuid;
 
 use crate::config::RunArgs;
 use crate::db;
+use crate::delivery::sender::SystemResolver;
 use crate::error::{Error, Result};
-use crate::sender::SystemResolver;
+use crate::manage::{self, CreateWebhook};
 use crate::shutdown;
 use crate::telemetry::LogFormat;
-use crate::webhooks::{self, CreateWebhook};
 
 /// webhookd delivers ProductBridge webhooks out of a PostgreSQL outbox.
 #[derive(Debug, Parser)]
@@ -194,12 +194,12 @@ async fn webhooks_command(url: &str, command: WebhooksCommand) -> Result<()> {
                 label: &label,
                 allow_private_targets,
             };
-            webhooks::validate(&request)?;
+            manage::validate(&request)?;
             let keyring = crate::config::keyring_from_env()?;
             let client = connected(url).await?;
             let elsewhere = crate::keys::sealed_elsewhere(&client, &keyring).await?;
             let created =
-                webhooks::create(&client, keyring.current(), &SystemResolver, &request).await?;
+                manage::create(&client, keyring.current(), &SystemResolver, &request).await?;
             print_json(&created)?;
             if let Some(warning) = elsewhere {
                 eprintln!("webhookd: warning: {warning}");
@@ -208,7 +208,7 @@ async fn webhooks_command(url: &str, command: WebhooksCommand) -> Result<()> {
         }
         WebhooksCommand::List { org } => {
             let client = connected(url).await?;
-            print_json(&webhooks::list(&client, org).await?)
+            print_json(&manage::list(&client, org).await?)
         }
         WebhooksCommand::Revoke { webhook_id } => {
             let mut client = connected(url).await?;

@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::claimer::{ClaimerConfig, LEASE_DEFAULT};
-use crate::completer::CompleterConfig;
 use crate::daemon::{DaemonConfig, ListenConfig};
 use crate::db::DatabaseTarget;
+use crate::delivery::claimer::{ClaimerConfig, LEASE_DEFAULT};
+use crate::delivery::completer::CompleterConfig;
+use crate::delivery::fanout::FanOutConfig;
+use crate::delivery::retry::{RetryPolicy, MAX_JITTER};
+use crate::delivery::sender::{format_duration, SenderConfig, SystemResolver};
 use crate::error::{Error, Result};
-use crate::fanout::FanOutConfig;
 use crate::keys::Keyring;
-use crate::retry::{RetryPolicy, MAX_JITTER};
-use crate::sender::{format_duration, SenderConfig, SystemResolver};
 use crate::signing::SecretBox;
 
 /// Parses `300ms`, `60s`, `5m`, `1h`.
@@ -188,7 +188,9 @@ impl RunArgs {
             claimer: ClaimerConfig {
                 batch: 256.min(max_in_flight),
                 max_in_flight,
-                pacing: crate::pacing::PacingConfig::up_to(self.max_in_flight_per_webhook as usize),
+                pacing: crate::delivery::pacing::PacingConfig::up_to(
+                    self.max_in_flight_per_webhook as usize,
+                ),
                 lease: self.lease,
             },
             fanout: FanOutConfig::default(),
@@ -199,7 +201,7 @@ impl RunArgs {
             poll_interval: self.poll_interval,
             shutdown_grace: self.shutdown_grace,
             secrets,
-            unopenable_secret_delay: crate::dispatcher::UNOPENABLE_SECRET_DELAY,
+            unopenable_secret_delay: crate::delivery::dispatcher::UNOPENABLE_SECRET_DELAY,
             pool_size: self.db_pool_size as usize,
             admin_addr: self.admin_addr,
             admin_token: None,
@@ -223,7 +225,8 @@ impl Default for RunArgs {
             admin_addr: ([127, 0, 0, 1], 9187).into(),
             poll_interval: Duration::from_secs(5),
             max_in_flight: 512,
-            max_in_flight_per_webhook: crate::claimer::MAX_IN_FLIGHT_PER_WEBHOOK_DEFAULT as u32,
+            max_in_flight_per_webhook: crate::delivery::claimer::MAX_IN_FLIGHT_PER_WEBHOOK_DEFAULT
+                as u32,
             shutdown_grace: Duration::from_secs(20),
             extra_ca_file: None,
             retention: RetentionPeriod(Some(Duration::from_secs(30 * 86_400))),
@@ -239,11 +242,11 @@ pub fn admin_token(value: Option<String>) -> Result<Option<String>> {
     match value {
         None => Ok(None),
         Some(token) if token.is_empty() => Ok(None),
-        Some(token) if token.chars().count() < crate::api::MIN_TOKEN_LEN => {
+        Some(token) if token.chars().count() < crate::admin::api::MIN_TOKEN_LEN => {
             Err(Error::Config(format!(
                 "WEBHOOKD_ADMIN_TOKEN is shorter than {} characters: use a long random value \
              (e.g. `openssl rand -hex 32`)",
-                crate::api::MIN_TOKEN_LEN
+                crate::admin::api::MIN_TOKEN_LEN
             )))
         }
         Some(token) => Ok(Some(token)),

@@ -7,10 +7,10 @@
 //! sends signed POSTs, retries failures on a fixed schedule and writes every
 //! outcome back where the dashboard reads it.
 //!
-//! The stages, one module each: [`notifier`] (LISTEN) → [`fanout`] →
-//! [`claimer`] (leases) → [`dispatcher`] + [`sender`] (sign and POST) →
-//! [`completer`] (fenced write-back), wired by [`daemon`]. Pure logic lives in
-//! [`event`], [`signing`], [`retry`] and [`guard`]; SQL only in [`db`].
+//! The stages, one module each under [`delivery`]: notifier (LISTEN) → fanout →
+//! claimer (leases) → dispatcher + sender (sign and POST) →
+//! completer (fenced write-back), driven by [`daemon`]. Pure logic lives in
+//! [`event`], [`signing`], `delivery::retry` and [`guard`]; SQL only in [`db`].
 //!
 //! ## Emitting from Rust, in the caller's transaction
 //!
@@ -27,30 +27,21 @@
 #![warn(missing_docs)]
 
 pub mod admin;
-pub mod api;
-pub mod claimer;
 pub mod cli;
-pub mod completer;
 pub mod config;
 pub mod daemon;
 pub mod db;
+pub mod delivery;
 pub mod demo;
-pub mod dispatcher;
 pub mod error;
 pub mod event;
-pub mod fanout;
 pub mod guard;
 pub mod keys;
 pub mod maintenance;
-pub mod metrics;
-pub mod notifier;
-pub mod pacing;
-pub mod retry;
-pub mod sender;
+pub mod manage;
 pub mod shutdown;
 pub mod signing;
 pub mod telemetry;
-pub mod webhooks;
 
 pub use error::{Error, Result};
 pub use event::EventType;

@@ -231,8 +231,8 @@ impl DatabaseTarget {
             };
             return format!("{}{hint}", db.message());
         }
-        if let Some(tls) = crate::sender::outcome::find_source::<native_tls::Error>(err) {
-            let reason = crate::sender::describe_tls(tls);
+        if let Some(tls) = crate::delivery::sender::outcome::find_source::<native_tls::Error>(err) {
+            let reason = crate::delivery::sender::describe_tls(tls);
             return format!(
                 "{reason}{}",
                 tls_advice(self.sslmode, &reason, self.setting)
@@ -253,7 +253,7 @@ impl DatabaseTarget {
 }
 
 /// What to change after a failed TLS handshake whose `reason` is
-/// [`describe_tls`](crate::sender::describe_tls)'s: a name mismatch (OpenSSL
+/// [`describe_tls`](crate::delivery::sender::describe_tls)'s: a name mismatch (OpenSSL
 /// says "Hostname mismatch" or, for an IP address, "IP address mismatch")
 /// is the URL's host or `sslmode`, anything else the CA file.
 fn tls_advice(sslmode: SslMode, reason: &str, setting: &str) -> String {

@@ -14,12 +14,12 @@ use uuid::Uuid;
 
 use crate::config::RunArgs;
 use crate::db;
+use crate::delivery::sender::SystemResolver;
 use crate::error::{Error, Result};
 use crate::event::EventType;
-use crate::sender::SystemResolver;
+use crate::manage::{self, CreateWebhook};
 use crate::shutdown;
 use crate::signing::SecretBox;
-use crate::webhooks::{self, CreateWebhook};
 use cluster::ThrowawayCluster;
 use receiver::{Arrival, Behaviour, DemoReceiver};
 
@@ -139,7 +139,7 @@ async fn run_in(url: &str) -> Result<()> {
             label,
             allow_private_targets: true,
         };
-        let created = webhooks::create(&client, &secrets, &SystemResolver, &request).await?;
+        let created = manage::create(&client, &secrets, &SystemResolver, &request).await?;
         let secret = created.secret.clone().unwrap_or_default();
         receiver.add_endpoint(name, &secret, behaviour);
         println!("  webhook:  {label:<40} {}  {}", created.id, created.url);

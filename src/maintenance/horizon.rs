@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use tracing::{info, warn};
 
+use crate::admin::metrics::Metrics;
 use crate::db;
 use crate::db::maintenance::{HolderKind, HorizonHolder};
 use crate::error::Result;
-use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 /// Warn once the oldest holder has held the horizon this long. Ordinary

@@ -201,14 +201,14 @@ mod tests {
         let line = Line {
             timestamp: "2026-01-02T03:04:05.000006Z".into(),
             level: "WARN",
-            target: "webhookd::dispatcher",
+            target: "webhookd::delivery::dispatcher",
             message: "attempt failed; will retry",
             fields,
         }
         .render();
         assert_eq!(
             line,
-            r#"{"timestamp":"2026-01-02T03:04:05.000006Z","level":"WARN","target":"webhookd::dispatcher","message":"attempt failed; will retry","attempt":2,"reason":"line\nbreak \"quoted\""}"#
+            r#"{"timestamp":"2026-01-02T03:04:05.000006Z","level":"WARN","target":"webhookd::delivery::dispatcher","message":"attempt failed; will retry","attempt":2,"reason":"line\nbreak \"quoted\""}"#
         );
         assert!(!line.contains('\n'));
     }

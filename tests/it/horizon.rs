@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use webhookd::admin::metrics::Metrics;
 use webhookd::db::maintenance::{HolderKind, HorizonHolder};
 use webhookd::maintenance::horizon::{Horizon, HorizonConfig, HorizonNotice, HorizonReading};
-use webhookd::metrics::Metrics;
 
 use crate::harness::{test_args, TestApp, TestDb};
 

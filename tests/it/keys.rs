@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 use uuid::Uuid;
 use webhookd::keys::Keyring;
+use webhookd::manage::{self, CreateWebhook};
 use webhookd::signing::SecretBox;
-use webhookd::webhooks::{self, CreateWebhook};
 use webhookd::EventType;
 
 use crate::harness::{
@@ -189,10 +189,10 @@ async fn rotate_beside_a_running_daemon_loses_and_fails_nothing() {
             label: "",
             allow_private_targets: true,
         };
-        let created = webhooks::create(
+        let created = manage::create(
             &client,
             &app.secrets,
-            &webhookd::sender::SystemResolver,
+            &webhookd::delivery::sender::SystemResolver,
             &request,
         )
         .await
@@ -472,10 +472,10 @@ async fn rotate_leaves_secrets_no_key_opens_reports_them_and_exits_1() {
         .await;
     let kept_key = secret_key();
     let client = app.db.client().await;
-    webhooks::create(
+    manage::create(
         &client,
         &SecretBox::from_base64(&kept_key).unwrap(),
-        &webhookd::sender::SystemResolver,
+        &webhookd::delivery::sender::SystemResolver,
         &CreateWebhook {
             organization_id: Uuid::new_v4(),
             url: "http://127.0.0.1:9/b",

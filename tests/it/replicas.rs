@@ -29,8 +29,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 use webhookd::demo::cluster::ThrowawayCluster;
+use webhookd::manage::{self, CreateWebhook};
 use webhookd::signing::SecretBox;
-use webhookd::webhooks::{self, CreateWebhook};
 use webhookd::EventType;
 
 use crate::harness::process::{message, Replica};
@@ -911,10 +911,10 @@ impl LeaseSnapshot {
 async fn create_webhook(url: &str, key: &str, org: Uuid, target: &str) -> Uuid {
     let client = webhookd::db::connect_single(url).await.unwrap();
     let secrets = SecretBox::from_base64(key).unwrap();
-    webhooks::create(
+    manage::create(
         &client,
         &secrets,
-        &webhookd::sender::SystemResolver,
+        &webhookd::delivery::sender::SystemResolver,
         &CreateWebhook {
             organization_id: org,
             url: target,

@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 use webhookd::config::RunArgs;
-use webhookd::sender::connect::BoxFuture;
-use webhookd::sender::Resolve;
-use webhookd::webhooks::{self, CreateWebhook};
+use webhookd::delivery::sender::connect::BoxFuture;
+use webhookd::delivery::sender::Resolve;
+use webhookd::manage::{self, CreateWebhook};
 use webhookd::EventType;
 
 use crate::harness::{sample, test_args, TestApp};
@@ -330,7 +330,7 @@ async fn a_name_that_rebinds_to_loopback_after_creation_is_refused_at_delivery()
     let org = Uuid::new_v4();
     let url = format!("https://rebind.test:{}/hook", tripwire.v4.port());
     resolver.set("rebind.test", vec![at("93.184.216.34", tripwire.v4.port())]);
-    let created = webhooks::create(
+    let created = manage::create(
         &app.db.client().await,
         &app.secrets,
         &resolver,
@@ -445,7 +445,7 @@ async fn creation_refuses_http_and_hosts_resolving_to_any_blocked_address_and_st
     let client = app.db.client().await;
     let org = Uuid::new_v4();
     for (url, message) in cases {
-        let result = webhooks::create(
+        let result = manage::create(
             &client,
             &app.secrets,
             &resolver,
@@ -468,7 +468,7 @@ async fn creation_refuses_http_and_hosts_resolving_to_any_blocked_address_and_st
         "a refused webhook left a row"
     );
 
-    let created = webhooks::create(
+    let created = manage::create(
         &client,
         &app.secrets,
         &resolver,

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 use webhookd::demo::cluster::{ClusterOptions, ThrowawayCluster};
+use webhookd::manage::{self, CreateWebhook};
 use webhookd::signing::SecretBox;
-use webhookd::webhooks::{self, CreateWebhook};
 
 use crate::harness::receiver::Recorded;
 use crate::harness::{secret_key, wait_until, Receiver};
@@ -105,10 +105,10 @@ impl Pair {
         let key = secret_key();
         let org = Uuid::new_v4();
         let receiver = Receiver::with_status(200).await;
-        webhooks::create(
+        manage::create(
             &client,
             &SecretBox::from_base64(&key).unwrap(),
-            &webhookd::sender::SystemResolver,
+            &webhookd::delivery::sender::SystemResolver,
             &CreateWebhook {
                 organization_id: org,
                 url: &receiver.url("/hook"),

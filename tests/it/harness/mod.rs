@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 use webhookd::config::RunArgs;
 use webhookd::daemon::DaemonConfig;
+use webhookd::manage::{self, CreateWebhook};
 use webhookd::shutdown::{self, ShutdownTrigger};
 use webhookd::signing::SecretBox;
-use webhookd::webhooks::{self, CreateWebhook};
 
 pub use receiver::Receiver;
 
@@ -157,10 +157,10 @@ impl TestApp {
     /// Creates a webhook (private targets allowed).
     pub async fn create_webhook(&self, organization: Uuid, url: &str) -> TestWebhook {
         let client = self.db.client().await;
-        let created = webhooks::create(
+        let created = manage::create(
             &client,
             &self.secrets,
-            &webhookd::sender::SystemResolver,
+            &webhookd::delivery::sender::SystemResolver,
             &CreateWebhook {
                 organization_id: organization,
                 url,

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use uuid::Uuid;
+use webhookd::manage::{self, CreateWebhook};
 use webhookd::signing::SecretBox;
-use webhookd::webhooks::{self, CreateWebhook};
 
 use crate::process::{self, Daemon, Usage};
 use crate::sink::{Sink, Tally};
@@ -235,10 +235,10 @@ impl Bench {
             label: "bench",
             allow_private_targets: true,
         };
-        Ok(webhooks::create(
+        Ok(manage::create(
             &db.client,
             &self.secrets,
-            &webhookd::sender::SystemResolver,
+            &webhookd::delivery::sender::SystemResolver,
             &request,
         )
         .await?

@@ -12,8 +12,8 @@ use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use crate::db::queue::{self, ClaimRequest, ClaimedDelivery};
+use crate::delivery::pacing::{Feedback, Pace, PacingConfig};
 use crate::error::Result;
-use crate::pacing::{Feedback, Pace, PacingConfig};
 
 /// Default most deliveries in flight per webhook per replica.
 pub const MAX_IN_FLIGHT_PER_WEBHOOK_DEFAULT: usize = 128;

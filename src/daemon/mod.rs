@@ -13,19 +13,19 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::claimer::{Claimer, ClaimerConfig, InFlight};
-use crate::completer::{Completer, CompleterConfig};
+use crate::admin::metrics::Metrics;
 use crate::db::{self, DatabaseTarget};
-use crate::dispatcher::{Dispatcher, DispatcherParts};
-use crate::error::{Error, Result};
-use crate::fanout::{FanOut, FanOutConfig, FanOutPump, FanOutRound};
-use crate::keys::Keyring;
-use crate::metrics::Metrics;
-use crate::notifier::{
+use crate::delivery::claimer::{Claimer, ClaimerConfig, InFlight};
+use crate::delivery::completer::{Completer, CompleterConfig};
+use crate::delivery::dispatcher::{Dispatcher, DispatcherParts};
+use crate::delivery::fanout::{FanOut, FanOutConfig, FanOutPump, FanOutRound};
+use crate::delivery::notifier::{
     IdleStep, ListenState, ListenStatus, Notifier, NotifierConfig, WakeupSwitch,
 };
-use crate::retry::RetryPolicy;
-use crate::sender::{Sender, SenderConfig};
+use crate::delivery::retry::RetryPolicy;
+use crate::delivery::sender::{Sender, SenderConfig};
+use crate::error::{Error, Result};
+use crate::keys::Keyring;
 use crate::shutdown::Shutdown;
 
 /// Everything `webhookd run` needs, validated.
@@ -54,7 +54,7 @@ pub struct DaemonConfig {
     pub secrets: Keyring,
     /// How long a delivery whose webhook secret no configured key opens
     /// waits before it is claimed again (see
-    /// [`crate::dispatcher::UNOPENABLE_SECRET_DELAY`]).
+    /// [`crate::delivery::dispatcher::UNOPENABLE_SECRET_DELAY`]).
     pub unopenable_secret_delay: Duration,
     /// Connections in the pool.
     pub pool_size: usize,
@@ -120,8 +120,8 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
             in_flight: in_flight.clone(),
             secret_key_ids: config.secrets.key_ids().into(),
             api: config.admin_token.as_ref().map(|token| {
-                Arc::new(crate::api::ManagementApi::new(
-                    crate::api::ApiConfig {
+                Arc::new(crate::admin::api::ManagementApi::new(
+                    crate::admin::api::ApiConfig {
                         token: token.clone(),
                         secrets: config.secrets.clone(),
                         allow_private_targets: config.sender.allow_private_targets,
@@ -183,7 +183,7 @@ pub async fn run(config: DaemonConfig, shutdown: Shutdown) -> Result<()> {
         Completer::new(
             config.completer,
             pool.clone(),
-            crate::completer::CompleterSignals {
+            crate::delivery::completer::CompleterSignals {
                 recorded: signals.recorded.clone(),
                 retry_scheduled: signals.wake.clone(),
             },

@@ -5,10 +5,10 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::db::webhooks::{self as queries, NewWebhook, WebhookRow};
+use crate::delivery::sender::Resolve;
 use crate::error::{Error, Result};
 use crate::event::format_occurred_at;
 use crate::guard::{blocked_kind, TargetUrl};
-use crate::sender::Resolve;
 use crate::signing::{SecretBox, SigningSecret};
 
 /// Longest label accepted.

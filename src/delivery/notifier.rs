@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_postgres::AsyncMessage;
 use tracing::{info, warn};
 
+use crate::admin::metrics::Metrics;
 use crate::db::queue::NextWork;
 use crate::db::DatabaseTarget;
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 /// The channel the `outbox.events` trigger notifies.

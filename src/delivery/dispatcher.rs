@@ -19,21 +19,21 @@ use tokio::task::JoinSet;
 use tracing::{debug, info_span, warn, Instrument};
 use uuid::Uuid;
 
-use crate::claimer::{Claim, InFlight};
 use crate::db::queue::{self, AttemptRecord, ClaimedDelivery, NextStatus};
+use crate::delivery::claimer::{Claim, InFlight};
+use crate::delivery::pacing::Feedback;
+use crate::delivery::retry::{AfterFailure, RetryPolicy};
+use crate::delivery::sender::{Outcome, OutcomeCode, OutgoingRequest, Sender};
 use crate::error::Result;
 use crate::event::envelope;
 use crate::guard::TargetUrl;
 use crate::keys::{Keyring, Unopenable};
-use crate::pacing::Feedback;
-use crate::retry::{AfterFailure, RetryPolicy};
-use crate::sender::{Outcome, OutcomeCode, OutgoingRequest, Sender};
 use crate::signing::Signer;
 
 /// A success slower than this earns a webhook no extra slot.
 const FAST_ENOUGH: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// What an attempt says about the receiver's capacity (see [`crate::pacing`]).
+/// What an attempt says about the receiver's capacity (see [`crate::delivery::pacing`]).
 fn feedback(outcome: &Outcome, duration: std::time::Duration) -> Feedback {
     match outcome.code {
         OutcomeCode::Delivered if duration < FAST_ENOUGH => Feedback::Fast,
@@ -81,7 +81,7 @@ pub struct DispatcherParts {
     /// Notified whenever an in-flight slot frees up.
     pub slot_freed: Arc<Notify>,
     /// Attempt counts and durations.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::admin::metrics::Metrics>,
 }
 
 /// The dispatch service.

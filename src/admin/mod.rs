@@ -2,7 +2,10 @@
 //! `/readyz` (the database answers, LISTEN is active or known not to work,
 //! and every active webhook's secret opens with a configured key) and `/metrics`
 //! (Prometheus text format), and under `/v1/` the management API when it is
-//! enabled ([`crate::api`]). Anything else is 404.
+//! enabled ([`crate::admin::api`]). Anything else is 404.
+
+pub mod api;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,8 +22,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::db::SchemaState;
+use crate::delivery::notifier::{ListenState, ListenStatus};
 use crate::error::{Error, Result};
-use crate::notifier::{ListenState, ListenStatus};
 use crate::shutdown::Shutdown;
 
 /// What readiness looks at.
@@ -31,13 +34,13 @@ pub struct Readiness {
     /// What LISTEN is doing, set by the notifier.
     pub listen: Arc<ListenStatus>,
     /// What `/metrics` reports.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::admin::metrics::Metrics>,
     /// This replica's in-flight deliveries.
-    pub in_flight: Arc<crate::claimer::InFlight>,
+    pub in_flight: Arc<crate::delivery::claimer::InFlight>,
     /// Ids of the keys this daemon opens webhook secrets with.
     pub secret_key_ids: Arc<[String]>,
     /// The management API, when `WEBHOOKD_ADMIN_TOKEN` is set.
-    pub api: Option<Arc<crate::api::ManagementApi>>,
+    pub api: Option<Arc<crate::admin::api::ManagementApi>>,
 }
 
 /// Binds the admin address (port 0 picks a free one) and serves until shutdown.

@@ -14,10 +14,10 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use crate::claimer::InFlight;
+use crate::admin::metrics::Metrics;
 use crate::db::queue::{self, AttemptRecord, NextStatus, WebhookHealth};
+use crate::delivery::claimer::InFlight;
 use crate::error::Result;
-use crate::metrics::Metrics;
 
 /// Completer settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl Default for CompleterConfig {
         CompleterConfig {
             batch: 500,
             linger: Duration::from_millis(2),
-            give_up_after: crate::claimer::LEASE_DEFAULT,
+            give_up_after: crate::delivery::claimer::LEASE_DEFAULT,
         }
     }
 }

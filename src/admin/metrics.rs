@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::db;
-use crate::sender::OutcomeCode;
+use crate::delivery::sender::OutcomeCode;
 
 /// The `outcome` label of attempts.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -16,9 +16,9 @@ use deadpool_postgres::Pool;
 use tokio::sync::Notify;
 use tracing::warn;
 
+use crate::admin::metrics::Metrics;
 use crate::db::queue;
 use crate::error::Result;
-use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 /// Fan-out settings.

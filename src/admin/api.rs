@@ -20,10 +20,10 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::db::webhooks::DeliveryFilter;
+use crate::delivery::sender::Resolve;
 use crate::error::Error;
 use crate::keys::Keyring;
-use crate::sender::Resolve;
-use crate::webhooks::{self, CreateWebhook};
+use crate::manage::{self, CreateWebhook};
 
 /// Shortest admin token accepted: it guards webhook creation.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -146,7 +146,7 @@ impl ManagementApi {
             (Method::GET, ["v1", "organizations", org, "webhooks"]) => {
                 let org = parse_id(org, "organization id")?;
                 let client = self.pool.get().await.map_err(Error::from)?;
-                let list = webhooks::list(&**client, org).await?;
+                let list = manage::list(&**client, org).await?;
                 Ok((
                     StatusCode::OK,
                     serde_json::to_value(list).unwrap_or_default(),
@@ -216,7 +216,7 @@ impl ManagementApi {
             allow_private_targets: self.allow_private_targets,
         };
         let client = self.pool.get().await.map_err(Error::from)?;
-        let created = webhooks::create(
+        let created = manage::create(
             &**client,
             self.secrets.current(),
             self.resolver.as_ref(),
