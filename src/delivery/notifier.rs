@@ -245,7 +245,7 @@ impl Notifier {
             Err(err) => return ListenEnd::Lost(err.one_line()),
         };
         let (tx, mut payloads) = mpsc::unbounded_channel::<String>();
-        let mut driver = tokio::spawn(async move {
+        let driver = tokio::spawn(async move {
             loop {
                 match poll_fn(|cx| connection.poll_message(cx)).await {
                     Some(Ok(AsyncMessage::Notification(note))) => {
@@ -263,21 +263,10 @@ impl Notifier {
         if let Err(err) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
             return ListenEnd::Lost(format!("LISTEN failed: {err}"));
         }
-        // A probe can be slow on a loaded server: LISTEN is called deaf
-        // only when several in a row never come back.
-        let mut heard = false;
-        for _ in 0..PROBES {
-            match self.probe(&mut payloads).await {
-                Ok(true) => {
-                    heard = true;
-                    break;
-                }
-                Ok(false) => {}
-                Err(reason) => return ListenEnd::Lost(reason),
-            }
-        }
-        if !heard {
-            return ListenEnd::Deaf;
+        match self.probes_heard(&mut payloads).await {
+            Ok(true) => {}
+            Ok(false) => return ListenEnd::Deaf,
+            Err(reason) => return ListenEnd::Lost(reason),
         }
         if self.status.get() == ListenState::PollOnly {
             info!("LISTEN receives notifications now; polling stops");
@@ -290,6 +279,32 @@ impl Notifier {
         // Anything notified before LISTEN took effect is found by this poll.
         self.wake.notify_one();
 
+        self.forward(&client, &mut payloads, driver).await
+    }
+
+    /// Whether one of up to [`PROBES`] probes came back. A probe can be slow
+    /// on a loaded server: LISTEN is called deaf only when several in a row
+    /// never come back.
+    async fn probes_heard(
+        &self,
+        payloads: &mut mpsc::UnboundedReceiver<String>,
+    ) -> std::result::Result<bool, String> {
+        for _ in 0..PROBES {
+            if self.probe(payloads).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Wakes the loop on every notification and pings the connection, until
+    /// it is lost.
+    async fn forward(
+        &self,
+        client: &tokio_postgres::Client,
+        payloads: &mut mpsc::UnboundedReceiver<String>,
+        mut driver: tokio::task::JoinHandle<String>,
+    ) -> ListenEnd {
         let mut ping = tokio::time::interval(self.config.ping_interval);
         ping.tick().await;
         loop {
