@@ -118,7 +118,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Migrate { check } => migrate_command(url, check).await,
         Command::Run(args) => {
-            let stop = StopSignals::install();
+            let stop = shutdown::StopSignals::install();
             let keyring = crate::config::keyring_from_env()?;
             let mut config = args.validate_with_keyring(url, keyring)?;
             config.admin_token =
@@ -266,52 +266,4 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|err| Error::Other(err.to_string()))?;
     println!("{text}");
     Ok(())
-}
-
-/// SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
-    StopSignals::install().wait().await
-}
-
-/// SIGINT and SIGTERM, caught from the moment this is made: a stop asked for
-/// while the daemon is still starting is then a clean stop, not the default
-/// action's kill.
-pub struct StopSignals {
-    terminate: Option<tokio::signal::unix::Signal>,
-    interrupt: Option<tokio::signal::unix::Signal>,
-}
-
-impl StopSignals {
-    /// Installs the handlers now.
-    pub fn install() -> Self {
-        use tokio::signal::unix::{signal, SignalKind};
-        StopSignals {
-            terminate: signal(SignalKind::terminate()).ok(),
-            interrupt: signal(SignalKind::interrupt()).ok(),
-        }
-    }
-
-    /// Until either arrives.
-    pub async fn wait(self) {
-        let StopSignals {
-            mut terminate,
-            mut interrupt,
-        } = self;
-        let terminate = async {
-            match &mut terminate {
-                Some(signal) => signal.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        let interrupt = async {
-            match &mut interrupt {
-                Some(signal) => signal.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = terminate => {}
-            _ = interrupt => {}
-        }
-    }
 }

@@ -39,6 +39,7 @@ pub mod guard;
 pub mod keys;
 pub mod maintenance;
 pub mod manage;
+pub mod service;
 pub mod shutdown;
 pub mod signing;
 pub mod telemetry;

@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::db;
 use crate::delivery::sender::OutcomeCode;
@@ -33,6 +33,56 @@ pub struct TableLabel {
     pub table: String,
 }
 
+/// The queue's depths and the pool's state, read at scrape time.
+struct ScrapedGauges {
+    pending: Gauge,
+    due: Gauge,
+    failed: Gauge,
+    oldest_due_age: Gauge<f64, AtomicU64>,
+    fanout_lag: Gauge<f64, AtomicU64>,
+    unopenable_secrets: Gauge,
+    database_up: Gauge,
+    pool_size: Gauge,
+    pool_available: Gauge,
+}
+
+impl ScrapedGauges {
+    fn register(r: &mut Registry) -> Self {
+        ScrapedGauges {
+            pending: registered(
+                r,
+                "deliveries_pending",
+                "Pending deliveries (all replicas), in flight included",
+            ),
+            due: registered(r, "deliveries_due", "Pending deliveries due now"),
+            failed: registered(r, "deliveries_failed", "Deliveries that failed for good"),
+            oldest_due_age: registered(
+                r,
+                "oldest_due_age_seconds",
+                "How long the oldest due delivery has been waiting (0 when none)",
+            ),
+            fanout_lag: registered(
+                r,
+                "fanout_lag_seconds",
+                "Age of the oldest event not yet fanned out (0 when none)",
+            ),
+            unopenable_secrets: registered(
+                r,
+                "webhooks_unopenable_secrets",
+                "Active webhooks whose secret is sealed with a key this daemon is not configured \
+                 with; their deliveries wait (see /readyz)",
+            ),
+            database_up: registered(r, "database_up", "1 when the scrape could read the queue"),
+            pool_size: registered(r, "db_pool_connections", "Connections in the pool"),
+            pool_available: registered(
+                r,
+                "db_pool_idle_connections",
+                "Idle connections in the pool",
+            ),
+        }
+    }
+}
+
 /// What holds vacuum back, set by the horizon check
 /// ([`crate::maintenance::horizon`]) every round rather than at scrape time.
 struct HorizonGauges {
@@ -43,32 +93,42 @@ struct HorizonGauges {
 
 impl HorizonGauges {
     fn register(registry: &mut Registry) -> Self {
-        let age_seconds = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "xmin_horizon_age_seconds",
-            "How long the oldest transaction, replication slot or prepared transaction holding \
-             this database's xmin horizon has held it (0 when none); dead rows newer than it \
-             cannot be vacuumed",
-            age_seconds.clone(),
-        );
-        let age_transactions = Gauge::default();
-        registry.register(
-            "xmin_horizon_age_transactions",
-            "Age in transaction ids of the oldest xmin horizon held in this database (0 when none)",
-            age_transactions.clone(),
-        );
-        let dead_tuples = Family::<TableLabel, Gauge>::default();
-        registry.register(
-            "table_dead_tuples",
-            "Dead tuples of the queue's tables, from the statistics",
-            dead_tuples.clone(),
-        );
         HorizonGauges {
-            age_seconds,
-            age_transactions,
-            dead_tuples,
+            age_seconds: registered(
+                registry,
+                "xmin_horizon_age_seconds",
+                "How long the oldest transaction, replication slot or prepared transaction \
+                 holding this database's xmin horizon has held it (0 when none); dead rows newer \
+                 than it cannot be vacuumed",
+            ),
+            age_transactions: registered(
+                registry,
+                "xmin_horizon_age_transactions",
+                "Age in transaction ids of the oldest xmin horizon held in this database (0 when none)",
+            ),
+            dead_tuples: registered(
+                registry,
+                "table_dead_tuples",
+                "Dead tuples of the queue's tables, from the statistics",
+            ),
         }
     }
+}
+
+/// Registers a new metric of its default shape under `name`; returns it.
+fn registered<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    registered_as(registry, name, help, M::default())
+}
+
+/// Registers `metric` under `name`; returns it.
+fn registered_as<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// Every metric of one daemon.
@@ -83,15 +143,7 @@ pub struct Metrics {
     results_fenced: Counter,
     listen_reconnects: Counter,
     in_flight: Gauge,
-    pending: Gauge,
-    due: Gauge,
-    failed: Gauge,
-    oldest_due_age: Gauge<f64, AtomicU64>,
-    fanout_lag: Gauge<f64, AtomicU64>,
-    unopenable_secrets: Gauge,
-    database_up: Gauge,
-    pool_size: Gauge,
-    pool_available: Gauge,
+    scraped: ScrapedGauges,
     horizon: HorizonGauges,
 }
 
@@ -105,134 +157,57 @@ impl Metrics {
     /// Registers every metric under the `webhookd_` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("webhookd");
-        let attempts = Family::<OutcomeLabel, Counter>::default();
-        registry.register(
-            "delivery_attempts",
-            "Delivery attempts by outcome",
-            attempts.clone(),
-        );
-        // 1 ms to about 33 s: spans a local receiver up to the response timeout.
-        let attempt_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register(
-            "attempt_duration_seconds",
-            "Duration of delivery attempts",
-            attempt_duration.clone(),
-        );
-        let claims = Counter::default();
-        registry.register(
-            "claims",
-            "Claim statements that leased at least one delivery",
-            claims.clone(),
-        );
-        let claim_batch = Histogram::new(exponential_buckets(1.0, 2.0, 10));
-        registry.register(
-            "claim_batch_size",
-            "Deliveries leased per claim",
-            claim_batch.clone(),
-        );
-        let fanned_out_events = Counter::default();
-        registry.register(
-            "fanned_out_events",
-            "Events fanned out by this replica",
-            fanned_out_events.clone(),
-        );
-        let fanned_out_deliveries = Counter::default();
-        registry.register(
-            "fanned_out_deliveries",
-            "Delivery rows created by this replica's fan-out",
-            fanned_out_deliveries.clone(),
-        );
-        let results_fenced = Counter::default();
-        registry.register(
-            "results_fenced",
-            "Attempt results dropped because the lease was lost or the delivery cancelled",
-            results_fenced.clone(),
-        );
-        let listen_reconnects = Counter::default();
-        registry.register(
-            "listen_reconnects",
-            "Times the LISTEN connection was lost",
-            listen_reconnects.clone(),
-        );
-        let in_flight = Gauge::default();
-        registry.register(
-            "in_flight",
-            "Deliveries being sent by this replica",
-            in_flight.clone(),
-        );
-        let pending = Gauge::default();
-        registry.register(
-            "deliveries_pending",
-            "Pending deliveries (all replicas), in flight included",
-            pending.clone(),
-        );
-        let due = Gauge::default();
-        registry.register("deliveries_due", "Pending deliveries due now", due.clone());
-        let failed = Gauge::default();
-        registry.register(
-            "deliveries_failed",
-            "Deliveries that failed for good",
-            failed.clone(),
-        );
-        let oldest_due_age = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "oldest_due_age_seconds",
-            "How long the oldest due delivery has been waiting (0 when none)",
-            oldest_due_age.clone(),
-        );
-        let fanout_lag = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "fanout_lag_seconds",
-            "Age of the oldest event not yet fanned out (0 when none)",
-            fanout_lag.clone(),
-        );
-        let unopenable_secrets = Gauge::default();
-        registry.register(
-            "webhooks_unopenable_secrets",
-            "Active webhooks whose secret is sealed with a key this daemon is not configured \
-             with; their deliveries wait (see /readyz)",
-            unopenable_secrets.clone(),
-        );
-        let database_up = Gauge::default();
-        registry.register(
-            "database_up",
-            "1 when the scrape could read the queue",
-            database_up.clone(),
-        );
-        let pool_size = Gauge::default();
-        registry.register(
-            "db_pool_connections",
-            "Connections in the pool",
-            pool_size.clone(),
-        );
-        let pool_available = Gauge::default();
-        registry.register(
-            "db_pool_idle_connections",
-            "Idle connections in the pool",
-            pool_available.clone(),
-        );
-        let horizon = HorizonGauges::register(&mut registry);
+        let r = &mut registry;
         Metrics {
+            attempts: registered(r, "delivery_attempts", "Delivery attempts by outcome"),
+            // 1 ms to about 33 s: spans a local receiver up to the response timeout.
+            attempt_duration: registered_as(
+                r,
+                "attempt_duration_seconds",
+                "Duration of delivery attempts",
+                Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            ),
+            claims: registered(
+                r,
+                "claims",
+                "Claim statements that leased at least one delivery",
+            ),
+            claim_batch: registered_as(
+                r,
+                "claim_batch_size",
+                "Deliveries leased per claim",
+                Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            ),
+            fanned_out_events: registered(
+                r,
+                "fanned_out_events",
+                "Events fanned out by this replica",
+            ),
+            fanned_out_deliveries: registered(
+                r,
+                "fanned_out_deliveries",
+                "Delivery rows created by this replica's fan-out",
+            ),
+            results_fenced: registered(
+                r,
+                "results_fenced",
+                "Attempt results dropped because the lease was lost or the delivery cancelled",
+            ),
+            listen_reconnects: registered(
+                r,
+                "listen_reconnects",
+                "Times the LISTEN connection was lost",
+            ),
+            // Counted from claim to write-back, not only while the request is
+            // out: a result waiting for the completer still holds its slot.
+            in_flight: registered(
+                r,
+                "in_flight",
+                "Deliveries claimed by this replica and not yet written back",
+            ),
+            scraped: ScrapedGauges::register(r),
+            horizon: HorizonGauges::register(r),
             registry,
-            attempts,
-            attempt_duration,
-            claims,
-            claim_batch,
-            fanned_out_events,
-            fanned_out_deliveries,
-            results_fenced,
-            listen_reconnects,
-            in_flight,
-            pending,
-            due,
-            failed,
-            oldest_due_age,
-            fanout_lag,
-            unopenable_secrets,
-            database_up,
-            pool_size,
-            pool_available,
-            horizon,
         }
     }
 
@@ -292,8 +267,8 @@ impl Metrics {
     pub async fn render(&self, pool: &Pool, in_flight: usize, secret_key_ids: &[String]) -> String {
         self.in_flight.set(in_flight as i64);
         let status = pool.status();
-        self.pool_size.set(status.size as i64);
-        self.pool_available.set(status.available as i64);
+        self.scraped.pool_size.set(status.size as i64);
+        self.scraped.pool_available.set(status.available as i64);
         let sampled = tokio::time::timeout(std::time::Duration::from_secs(2), async {
             let client = pool.get().await.ok()?;
             let depths = db::queue::queue_depths(&**client).await.ok()?;
@@ -307,17 +282,20 @@ impl Metrics {
         .flatten();
         match sampled {
             Some((depths, unopenable)) => {
-                self.database_up.set(1);
-                self.unopenable_secrets
+                self.scraped.database_up.set(1);
+                self.scraped
+                    .unopenable_secrets
                     .set(unopenable.iter().map(|(_, count)| count).sum());
-                self.pending.set(depths.pending);
-                self.due.set(depths.due);
-                self.failed.set(depths.failed);
-                self.oldest_due_age.set(depths.oldest_due_age_seconds);
-                self.fanout_lag.set(depths.fanout_lag_seconds);
+                self.scraped.pending.set(depths.pending);
+                self.scraped.due.set(depths.due);
+                self.scraped.failed.set(depths.failed);
+                self.scraped
+                    .oldest_due_age
+                    .set(depths.oldest_due_age_seconds);
+                self.scraped.fanout_lag.set(depths.fanout_lag_seconds);
             }
             None => {
-                self.database_up.set(0);
+                self.scraped.database_up.set(0);
             }
         }
         let mut text = String::new();

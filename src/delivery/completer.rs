@@ -7,6 +7,7 @@
 //! write is fenced off and the delivery is simply sent again (at least once).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -18,6 +19,8 @@ use crate::admin::metrics::Metrics;
 use crate::db::queue::{self, AttemptRecord, NextStatus, WebhookHealth};
 use crate::delivery::claimer::InFlight;
 use crate::error::Result;
+use crate::service::{Ending, Service};
+use crate::shutdown::Shutdown;
 
 /// Completer settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,10 +46,10 @@ impl Default for CompleterConfig {
 /// Whom the completer tells about a write.
 pub struct CompleterSignals {
     /// After every write: results no longer count against `--max-in-flight`.
-    pub recorded: std::sync::Arc<Notify>,
+    pub recorded: Arc<Notify>,
     /// After a write that scheduled a retry: it may be due before the claim
     /// loop's planned wake-up.
-    pub retry_scheduled: std::sync::Arc<Notify>,
+    pub retry_scheduled: Arc<Notify>,
 }
 
 /// What one write did.
@@ -58,82 +61,65 @@ pub struct CompleteOutcome {
     pub fenced: u64,
 }
 
+/// What the completer works with, built once by the daemon.
+pub struct CompleterParts {
+    /// Where results are written.
+    pub pool: Pool,
+    /// Whom it tells about a write.
+    pub signals: CompleterSignals,
+    /// What `/metrics` reports.
+    pub metrics: Arc<Metrics>,
+    /// In-flight accounting shared with the claimer: a written result frees
+    /// its place under `--max-in-flight`.
+    pub in_flight: Arc<InFlight>,
+    /// The dispatcher's results.
+    pub results: mpsc::Receiver<AttemptRecord>,
+}
+
 /// The write-back service.
 pub struct Completer {
     config: CompleterConfig,
-    pool: Pool,
-    signals: CompleterSignals,
-    metrics: std::sync::Arc<Metrics>,
-    in_flight: std::sync::Arc<InFlight>,
+    parts: CompleterParts,
 }
 
 impl Completer {
-    /// A completer over this pool, telling the claim loop through `signals`.
-    pub fn new(
-        config: CompleterConfig,
-        pool: Pool,
-        signals: CompleterSignals,
-        metrics: std::sync::Arc<Metrics>,
-        in_flight: std::sync::Arc<InFlight>,
-    ) -> Self {
-        Completer {
-            in_flight,
-            metrics,
-            config,
-            pool,
-            signals,
+    /// A completer writing what arrives on `parts.results`.
+    pub fn new(config: CompleterConfig, parts: CompleterParts) -> Self {
+        Completer { config, parts }
+    }
+
+    /// Lets the first result of a batch wait `linger` for company, up to
+    /// `batch` results.
+    async fn gather(
+        &self,
+        results: &mut mpsc::Receiver<AttemptRecord>,
+        batch: &mut Vec<AttemptRecord>,
+    ) {
+        let linger = tokio::time::sleep(self.config.linger);
+        tokio::pin!(linger);
+        while batch.len() < self.config.batch {
+            tokio::select! {
+                biased;
+                more = results.recv() => match more {
+                    Some(record) => batch.push(record),
+                    None => break,
+                },
+                _ = &mut linger => break,
+            }
         }
     }
 
-    /// Writes results as they arrive until every sender of `results` is gone,
-    /// then returns: the last batch is flushed before.
-    pub async fn run(self, mut results: mpsc::Receiver<AttemptRecord>) {
-        let mut batch = Vec::with_capacity(self.config.batch);
-        let mut health = PendingHealth::default();
-        loop {
-            let next = match health.next_due() {
-                Some(due) => tokio::select! {
-                    next = results.recv() => next,
-                    _ = tokio::time::sleep_until(due) => {
-                        self.fold_health(&mut health, false).await;
-                        continue;
-                    }
-                },
-                None => results.recv().await,
-            };
-            match next {
-                Some(record) => batch.push(record),
-                None => break,
-            }
-            let linger = tokio::time::sleep(self.config.linger);
-            tokio::pin!(linger);
-            while batch.len() < self.config.batch {
-                tokio::select! {
-                    biased;
-                    more = results.recv() => match more {
-                        Some(record) => batch.push(record),
-                        None => break,
-                    },
-                    _ = &mut linger => break,
-                }
-            }
-            if self.write_with_retries(&batch).await {
-                health.add(summarise_health(&batch));
-                self.fold_health(&mut health, false).await;
-            }
-            // Written or given up on: either way no longer this replica's to
-            // re-send after a crash, so the claim may take more.
-            self.in_flight.recorded(batch.len());
-            if batch
-                .iter()
-                .any(|record| matches!(record.next, NextStatus::RetryIn(_)))
-            {
-                self.signals.retry_scheduled.notify_one();
-            }
-            self.signals.recorded.notify_one();
-            batch.clear();
+    /// A batch was written or given up on: either way no longer this
+    /// replica's to re-send after a crash, so the claim may take more.
+    fn recorded(&self, batch: &[AttemptRecord]) {
+        self.parts.in_flight.recorded(batch.len());
+        if batch
+            .iter()
+            .any(|record| matches!(record.next, NextStatus::RetryIn(_)))
+        {
+            self.parts.signals.retry_scheduled.notify_one();
         }
-        self.fold_health(&mut health, true).await;
+        self.parts.signals.recorded.notify_one();
     }
 
     /// Folds the webhooks whose status is due (all of them when `all`).
@@ -145,7 +131,7 @@ impl Completer {
             return;
         }
         let folded = async {
-            let client = self.pool.get().await?;
+            let client = self.parts.pool.get().await?;
             queue::fold_webhook_health(&**client, &due).await
         };
         if let Err(err) = folded.await {
@@ -161,7 +147,7 @@ impl Completer {
         loop {
             match self.run_once(batch).await {
                 Ok(outcome) => {
-                    self.metrics.fenced(outcome.fenced);
+                    self.parts.metrics.fenced(outcome.fenced);
                     if outcome.fenced > 0 {
                         debug!(
                             fenced = outcome.fenced,
@@ -191,12 +177,53 @@ impl Completer {
         if batch.is_empty() {
             return Ok(CompleteOutcome::default());
         }
-        let client = self.pool.get().await?;
+        let client = self.parts.pool.get().await?;
         let written = queue::complete(&**client, batch).await?;
         Ok(CompleteOutcome {
             written,
             fenced: batch.len() as u64 - written,
         })
+    }
+}
+
+impl Service for Completer {
+    const NAME: &'static str = "completer";
+    // The results of deliveries already sent are owed to the database: it
+    // returns once the dispatcher, the channel's last sender, is gone.
+    const ENDING: Ending = Ending::Drains;
+
+    /// Writes results as they arrive until every sender of `results` is gone,
+    /// then returns: the last batch is flushed before.
+    async fn run(mut self, _shutdown: Shutdown) {
+        // Closed by its senders, not by shutdown: see `ENDING`.
+        let (_, closed) = mpsc::channel(1);
+        let mut results = std::mem::replace(&mut self.parts.results, closed);
+        let mut batch = Vec::with_capacity(self.config.batch);
+        let mut health = PendingHealth::default();
+        loop {
+            let next = match health.next_due() {
+                Some(due) => tokio::select! {
+                    next = results.recv() => next,
+                    _ = tokio::time::sleep_until(due) => {
+                        self.fold_health(&mut health, false).await;
+                        continue;
+                    }
+                },
+                None => results.recv().await,
+            };
+            match next {
+                Some(record) => batch.push(record),
+                None => break,
+            }
+            self.gather(&mut results, &mut batch).await;
+            if self.write_with_retries(&batch).await {
+                health.add(summarise_health(&batch));
+                self.fold_health(&mut health, false).await;
+            }
+            self.recorded(&batch);
+            batch.clear();
+        }
+        self.fold_health(&mut health, true).await;
     }
 }
 

@@ -5,9 +5,10 @@
 //!
 //! The claim loop fans out one batch per round itself, which keeps the path
 //! from a fresh event to its send short. When that batch comes back full, a
-//! backlog is waiting: a [`FanOutPump`] then drains it on its own connection
-//! while the loop goes on claiming, instead of the loop alternating between
-//! the two and the database working on one statement at a time.
+//! backlog is waiting: the [`FanOutPump`], a service of the daemon, then
+//! drains it on its own connection while the loop goes on claiming, instead
+//! of the loop alternating between the two and the database working on one
+//! statement at a time.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tracing::warn;
 use crate::admin::metrics::Metrics;
 use crate::db::queue;
 use crate::error::Result;
+use crate::service::Service;
 use crate::shutdown::Shutdown;
 
 /// Fan-out settings.
@@ -81,11 +83,36 @@ pub struct FanOutRound {
     pub more: bool,
 }
 
-/// Drains a fan-out backlog in the background, one pump at a time.
+/// Starts the [`FanOutPump`] and tells whether it is draining; the claim
+/// loop's side of it.
+#[derive(Clone, Default)]
+pub struct PumpControl {
+    running: Arc<AtomicBool>,
+    start: Arc<Notify>,
+}
+
+impl PumpControl {
+    /// Whether the pump is draining the backlog right now.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Starts draining unless the pump already is. It stops at the first
+    /// short batch, on an error (the claim loop fans out again on its next
+    /// round and starts the pump again if it must) or at shutdown.
+    pub fn start(&self) {
+        if !self.running.swap(true, Ordering::AcqRel) {
+            self.start.notify_one();
+        }
+    }
+}
+
+/// Drains a fan-out backlog in the background when the claim loop asks
+/// through its [`PumpControl`]; a service of the daemon, so it stops with it.
 pub struct FanOutPump {
     fanout: FanOut,
-    running: Arc<AtomicBool>,
-    /// Woken after each batch that created deliveries, and when the pump stops.
+    control: PumpControl,
+    /// Woken after each batch that created deliveries, and when a drain ends.
     fanned: Arc<Notify>,
     metrics: Arc<Metrics>,
 }
@@ -95,48 +122,58 @@ impl FanOutPump {
     pub fn new(fanout: FanOut, fanned: Arc<Notify>, metrics: Arc<Metrics>) -> Self {
         FanOutPump {
             fanout,
-            running: Arc::new(AtomicBool::new(false)),
+            control: PumpControl::default(),
             fanned,
             metrics,
         }
     }
 
-    /// Whether a pump is draining the backlog right now.
-    pub fn is_running(&self) -> bool {
-        self.running.load(Ordering::Acquire)
+    /// What starts it and tells whether it runs.
+    pub fn control(&self) -> PumpControl {
+        self.control.clone()
     }
 
-    /// Starts draining unless a pump already is. It stops at the first short
-    /// batch, on an error (the claim loop fans out again on its next round
-    /// and starts a new pump if it must) or at shutdown.
-    pub fn start(&self, shutdown: Shutdown) {
-        if self.running.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let fanout = self.fanout.clone();
-        let running = self.running.clone();
-        let fanned = self.fanned.clone();
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            while !shutdown.is_triggered() {
-                match fanout.run_batch(fanout.config.pump_batch).await {
-                    Ok(round) => {
-                        metrics.fanned_out(round.events, round.deliveries);
-                        if round.deliveries > 0 {
-                            fanned.notify_one();
-                        }
-                        if !round.more {
-                            break;
-                        }
-                    }
-                    Err(err) => {
-                        warn!(error = %err.one_line(), "fan-out of the backlog failed; the delivery loop takes over");
-                        break;
-                    }
+    /// Drains until a batch comes back short, an error or shutdown.
+    async fn drain(&self, shutdown: &Shutdown) {
+        while !shutdown.is_triggered() {
+            match self.run_once().await {
+                Ok(round) if round.more => {}
+                Ok(_) => break,
+                Err(err) => {
+                    warn!(error = %err.one_line(), "fan-out of the backlog failed; the delivery loop takes over");
+                    break;
                 }
             }
-            running.store(false, Ordering::Release);
-            fanned.notify_one();
-        });
+        }
+        self.control.running.store(false, Ordering::Release);
+        self.fanned.notify_one();
+    }
+
+    /// Fans out one batch of the pump's size.
+    pub async fn run_once(&self) -> Result<FanOutRound> {
+        let round = self.fanout.run_batch(self.fanout.config.pump_batch).await?;
+        self.metrics.fanned_out(round.events, round.deliveries);
+        if round.deliveries > 0 {
+            self.fanned.notify_one();
+        }
+        Ok(round)
+    }
+}
+
+impl Service for FanOutPump {
+    const NAME: &'static str = "fan-out pump";
+
+    /// Waits for the claim loop to start a drain, drains, waits again.
+    async fn run(self, mut shutdown: Shutdown) {
+        loop {
+            if shutdown
+                .before(self.control.start.notified())
+                .await
+                .is_none()
+            {
+                return;
+            }
+            self.drain(&shutdown).await;
+        }
     }
 }

@@ -23,9 +23,9 @@ use tokio_postgres::AsyncMessage;
 use tracing::{info, warn};
 
 use crate::admin::metrics::Metrics;
-use crate::db::queue::NextWork;
 use crate::db::DatabaseTarget;
 use crate::error::{Error, Result};
+use crate::service::Service;
 use crate::shutdown::Shutdown;
 
 /// The channel the `outbox.events` trigger notifies.
@@ -112,6 +112,8 @@ pub struct Notifier {
     wake: Arc<Notify>,
     status: Arc<ListenStatus>,
     metrics: Arc<Metrics>,
+    /// Where the first connection's finding goes, once asked for.
+    first: Option<oneshot::Sender<Result<ListenState>>>,
 }
 
 impl Notifier {
@@ -131,20 +133,25 @@ impl Notifier {
             wake,
             status,
             metrics,
+            first: None,
         }
     }
 
-    /// Starts listening on a task of its own; the receiver gets what the
-    /// first connection found: active, poll-only, or an error that should
-    /// stop the daemon (the explicit LISTEN URL is unreachable or deaf).
-    pub fn spawn(self, shutdown: Shutdown) -> (tokio::task::JoinHandle<()>, FirstListen) {
+    /// What the first connection will find: active, poll-only, or an error
+    /// that should stop the daemon (the explicit LISTEN URL is unreachable
+    /// or deaf). Asked for before the notifier starts.
+    pub fn first_listen(&mut self) -> FirstListen {
         let (first_tx, first_rx) = oneshot::channel();
-        (tokio::spawn(self.run(shutdown, first_tx)), first_rx)
+        self.first = Some(first_tx);
+        first_rx
     }
 
     /// Listens until shutdown, reconnecting with capped backoff.
-    async fn run(self, mut shutdown: Shutdown, first: oneshot::Sender<Result<ListenState>>) {
-        let mut first = Some(first);
+    async fn listen_until(
+        &self,
+        mut shutdown: Shutdown,
+        mut first: Option<oneshot::Sender<Result<ListenState>>>,
+    ) {
         let mut delay = Duration::from_millis(100);
         let mut reconnects = 0u64;
         while !shutdown.is_triggered() {
@@ -238,7 +245,7 @@ impl Notifier {
             Err(err) => return ListenEnd::Lost(err.one_line()),
         };
         let (tx, mut payloads) = mpsc::unbounded_channel::<String>();
-        let mut driver = tokio::spawn(async move {
+        let driver = tokio::spawn(async move {
             loop {
                 match poll_fn(|cx| connection.poll_message(cx)).await {
                     Some(Ok(AsyncMessage::Notification(note))) => {
@@ -256,21 +263,10 @@ impl Notifier {
         if let Err(err) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
             return ListenEnd::Lost(format!("LISTEN failed: {err}"));
         }
-        // A probe can be slow on a loaded server: LISTEN is called deaf
-        // only when several in a row never come back.
-        let mut heard = false;
-        for _ in 0..PROBES {
-            match self.probe(&mut payloads).await {
-                Ok(true) => {
-                    heard = true;
-                    break;
-                }
-                Ok(false) => {}
-                Err(reason) => return ListenEnd::Lost(reason),
-            }
-        }
-        if !heard {
-            return ListenEnd::Deaf;
+        match self.probes_heard(&mut payloads).await {
+            Ok(true) => {}
+            Ok(false) => return ListenEnd::Deaf,
+            Err(reason) => return ListenEnd::Lost(reason),
         }
         if self.status.get() == ListenState::PollOnly {
             info!("LISTEN receives notifications now; polling stops");
@@ -283,6 +279,32 @@ impl Notifier {
         // Anything notified before LISTEN took effect is found by this poll.
         self.wake.notify_one();
 
+        self.forward(&client, &mut payloads, driver).await
+    }
+
+    /// Whether one of up to [`PROBES`] probes came back. A probe can be slow
+    /// on a loaded server: LISTEN is called deaf only when several in a row
+    /// never come back.
+    async fn probes_heard(
+        &self,
+        payloads: &mut mpsc::UnboundedReceiver<String>,
+    ) -> std::result::Result<bool, String> {
+        for _ in 0..PROBES {
+            if self.probe(payloads).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Wakes the loop on every notification and pings the connection, until
+    /// it is lost.
+    async fn forward(
+        &self,
+        client: &tokio_postgres::Client,
+        payloads: &mut mpsc::UnboundedReceiver<String>,
+        mut driver: tokio::task::JoinHandle<String>,
+    ) -> ListenEnd {
         let mut ping = tokio::time::interval(self.config.ping_interval);
         ping.tick().await;
         loop {
@@ -341,140 +363,20 @@ impl Notifier {
     }
 }
 
+impl Service for Notifier {
+    const NAME: &'static str = "notifier";
+
+    async fn run(mut self, shutdown: Shutdown) {
+        let first = self.first.take();
+        self.listen_until(shutdown, first).await;
+    }
+}
+
 /// Ends the connection's driver task when the connection's life ends.
 struct AbortOnDrop(tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// First pause while waiting for the fence; doubles up to [`FENCE_WAIT_MAX`].
-const FENCE_WAIT_FIRST: Duration = Duration::from_millis(5);
-/// Longest pause while waiting for the fence. A long transaction elsewhere
-/// holds the fence back; one cheap query a second is what it costs then.
-const FENCE_WAIT_MAX: Duration = Duration::from_secs(1);
-
-/// One replica's side of the producers' NOTIFY switch (docs/ARCHITECTURE.md, wake-ups).
-///
-/// Busy: off, the loop polls back to back anyway. Drained: on, then wait until
-/// every transaction that could have seen it off has ended (the fence), and
-/// look once more before a long sleep. Without the fence, a producer that
-/// inserted while the switch was off and committed after the last look would
-/// wait for the fallback poll.
-#[derive(Debug, Default)]
-pub struct WakeupSwitch {
-    /// This replica turned it off and has not seen it on since.
-    off: bool,
-    /// Transactions with an id below this may have seen the switch off.
-    fence: Option<i64>,
-    fence_wait: Duration,
-}
-
-/// What a drained loop does next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdleStep {
-    /// The switch is off: turn it on (then call [`WakeupSwitch::turned_on`]).
-    TurnOn,
-    /// The fence has passed: look for work once more now.
-    LookAgain,
-    /// Transactions that may have seen the switch off are still running:
-    /// look again after this long.
-    WaitForFence(Duration),
-    /// Nothing to wait for: sleep until woken.
-    Sleep,
-}
-
-impl WakeupSwitch {
-    /// The loop found a full batch. True when the switch must be turned off.
-    pub fn on_busy(&mut self) -> bool {
-        self.fence = None;
-        !std::mem::replace(&mut self.off, true)
-    }
-
-    /// The switch was turned on; `fence` is what the database returned.
-    pub fn turned_on(&mut self, fence: i64) {
-        self.off = false;
-        self.fence = Some(fence);
-        self.fence_wait = FENCE_WAIT_FIRST;
-    }
-
-    /// The loop is drained; `next` is the latest reading. The switch is read
-    /// every time, since another replica may have turned it off and died.
-    pub fn on_idle(&mut self, next: &NextWork) -> IdleStep {
-        if !next.notify_on {
-            return IdleStep::TurnOn;
-        }
-        self.off = false;
-        match self.fence {
-            Some(fence) if next.oldest_running < fence => {
-                let wait = self.fence_wait;
-                self.fence_wait = (self.fence_wait * 2).min(FENCE_WAIT_MAX);
-                IdleStep::WaitForFence(wait)
-            }
-            Some(_) => {
-                self.fence = None;
-                IdleStep::LookAgain
-            }
-            None => IdleStep::Sleep,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reading(notify_on: bool, oldest_running: i64) -> NextWork {
-        NextWork {
-            due_in: None,
-            notify_on,
-            oldest_running,
-        }
-    }
-
-    #[test]
-    fn busy_turns_the_switch_off_once() {
-        let mut switch = WakeupSwitch::default();
-        assert!(switch.on_busy());
-        assert!(!switch.on_busy());
-    }
-
-    #[test]
-    fn drained_turns_it_on_then_waits_for_the_fence_then_looks_once_more() {
-        let mut switch = WakeupSwitch::default();
-        switch.on_busy();
-        assert_eq!(switch.on_idle(&reading(false, 100)), IdleStep::TurnOn);
-        switch.turned_on(120);
-        assert_eq!(
-            switch.on_idle(&reading(true, 110)),
-            IdleStep::WaitForFence(FENCE_WAIT_FIRST)
-        );
-        assert_eq!(
-            switch.on_idle(&reading(true, 110)),
-            IdleStep::WaitForFence(FENCE_WAIT_FIRST * 2)
-        );
-        assert_eq!(switch.on_idle(&reading(true, 120)), IdleStep::LookAgain);
-        assert_eq!(switch.on_idle(&reading(true, 130)), IdleStep::Sleep);
-    }
-
-    #[test]
-    fn a_switch_left_off_by_another_replica_is_turned_back_on() {
-        let mut switch = WakeupSwitch::default();
-        assert_eq!(switch.on_idle(&reading(false, 1)), IdleStep::TurnOn);
-    }
-
-    #[test]
-    fn fence_waits_are_capped() {
-        let mut switch = WakeupSwitch::default();
-        switch.turned_on(10);
-        let mut last = Duration::ZERO;
-        for _ in 0..20 {
-            if let IdleStep::WaitForFence(wait) = switch.on_idle(&reading(true, 1)) {
-                last = wait;
-            }
-        }
-        assert_eq!(last, FENCE_WAIT_MAX);
     }
 }

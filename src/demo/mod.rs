@@ -18,7 +18,6 @@ use crate::delivery::sender::SystemResolver;
 use crate::error::{Error, Result};
 use crate::event::EventType;
 use crate::manage::{self, CreateWebhook};
-use crate::shutdown;
 use crate::signing::SecretBox;
 use cluster::ThrowawayCluster;
 use receiver::{Arrival, Behaviour, DemoReceiver};
@@ -32,7 +31,7 @@ pub async fn run(database_url: Option<String>) -> Result<()> {
     // Ctrl-C must still clean up: a throwaway server outlives this process.
     let outcome = tokio::select! {
         outcome = run_in(&place.url) => outcome,
-        _ = crate::cli::wait_for_signal() => Err(Error::Other("demo interrupted; cleaned up".to_string())),
+        _ = crate::shutdown::wait_for_signal() => Err(Error::Other("demo interrupted; cleaned up".to_string())),
     };
     place.close().await;
     outcome
@@ -154,8 +153,7 @@ async fn run_in(url: &str) -> Result<()> {
         ..RunArgs::default()
     };
     let config = args.validate(url, Some(&secret_key))?;
-    let (trigger, shutdown) = shutdown::channel();
-    let daemon = tokio::spawn(crate::daemon::run(config, shutdown));
+    let daemon = crate::daemon::Daemon::start(config).await?;
 
     let started = Instant::now();
     for (index, event) in EventType::ALL.into_iter().enumerate() {
@@ -200,12 +198,7 @@ async fn run_in(url: &str) -> Result<()> {
     );
     print_status(&client, organization).await?;
 
-    trigger.trigger();
-    match daemon.await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => return Err(err),
-        Err(err) => return Err(Error::Other(format!("the daemon task failed: {err}"))),
-    }
+    daemon.shutdown().await;
     match failure {
         Some(reason) => Err(Error::Other(format!("demo failed: {reason}"))),
         None => {

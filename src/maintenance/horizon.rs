@@ -22,6 +22,7 @@ use crate::admin::metrics::Metrics;
 use crate::db;
 use crate::db::maintenance::{HolderKind, HorizonHolder};
 use crate::error::Result;
+use crate::service::Service;
 use crate::shutdown::Shutdown;
 
 /// Warn once the oldest holder has held the horizon this long. Ordinary
@@ -100,19 +101,6 @@ impl Horizon {
         }
     }
 
-    /// Looks now, then every `interval`, until shutdown.
-    pub async fn run(mut self, mut shutdown: Shutdown) {
-        loop {
-            if let Err(err) = self.run_once().await {
-                warn!(error = %err.one_line(), "xmin horizon check failed; next check retries");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.interval) => {}
-                _ = shutdown.wait() => return,
-            }
-        }
-    }
-
     /// One look: reads the oldest holder and the dead tuples, sets the
     /// metrics, logs what is due.
     pub async fn run_once(&mut self) -> Result<HorizonReading> {
@@ -139,6 +127,23 @@ impl Horizon {
         };
         log(&reading);
         Ok(reading)
+    }
+}
+
+impl Service for Horizon {
+    const NAME: &'static str = "horizon";
+
+    /// Looks now, then every `interval`, until shutdown.
+    async fn run(mut self, mut shutdown: Shutdown) {
+        loop {
+            if let Err(err) = self.run_once().await {
+                warn!(error = %err.one_line(), "xmin horizon check failed; next check retries");
+            }
+            let interval = tokio::time::sleep(self.config.interval);
+            if shutdown.before(interval).await.is_none() {
+                return;
+            }
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::db;
 use crate::error::Result;
+use crate::service::Service;
 use crate::shutdown::Shutdown;
 
 /// Retention settings.
@@ -67,39 +68,6 @@ impl Retention {
         Retention { config, pool }
     }
 
-    /// Sweeps every `interval` until shutdown; errors are logged and retried
-    /// at the next sweep.
-    pub async fn run(self, mut shutdown: Shutdown) {
-        if self.config.keep.is_none() {
-            return;
-        }
-        let mut wait = self.config.interval;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.wait() => return,
-            }
-            wait = self.config.interval;
-            match self.run_once(&shutdown).await {
-                Ok(outcome) => {
-                    if outcome.events_deleted > 0 {
-                        info!(
-                            events = outcome.events_deleted,
-                            more = outcome.more,
-                            "retention deleted finished events"
-                        );
-                    }
-                    if outcome.more {
-                        wait = self.config.pause;
-                    }
-                }
-                Err(err) => {
-                    warn!(error = %err.one_line(), "retention sweep failed; next sweep retries")
-                }
-            }
-        }
-    }
-
     /// One sweep: batches until one comes back short, `max_batches`, or shutdown.
     pub async fn run_once(&self, shutdown: &Shutdown) -> Result<RetentionOutcome> {
         let Some(keep) = self.config.keep else {
@@ -129,5 +97,41 @@ impl Retention {
             }
         }
         Ok(outcome)
+    }
+}
+
+impl Service for Retention {
+    const NAME: &'static str = "retention";
+
+    /// Sweeps every `interval` until shutdown; errors are logged and retried
+    /// at the next sweep.
+    async fn run(self, mut shutdown: Shutdown) {
+        if self.config.keep.is_none() {
+            return;
+        }
+        let mut wait = self.config.interval;
+        loop {
+            if shutdown.before(tokio::time::sleep(wait)).await.is_none() {
+                return;
+            }
+            wait = self.config.interval;
+            match self.run_once(&shutdown).await {
+                Ok(outcome) => {
+                    if outcome.events_deleted > 0 {
+                        info!(
+                            events = outcome.events_deleted,
+                            more = outcome.more,
+                            "retention deleted finished events"
+                        );
+                    }
+                    if outcome.more {
+                        wait = self.config.pause;
+                    }
+                }
+                Err(err) => {
+                    warn!(error = %err.one_line(), "retention sweep failed; next sweep retries")
+                }
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::db;
 use crate::error::Result;
+use crate::service::Service;
 use crate::shutdown::Shutdown;
 
 /// Vacuum settings.
@@ -50,23 +51,6 @@ impl Vacuum {
         Vacuum { config, pool }
     }
 
-    /// Looks every `interval` until shutdown.
-    pub async fn run(self, mut shutdown: Shutdown) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.interval) => {}
-                _ = shutdown.wait() => return,
-            }
-            match self.run_once().await {
-                Ok(tables) if !tables.is_empty() => info!(?tables, "vacuumed"),
-                Ok(_) => {}
-                Err(err) => {
-                    warn!(error = %err.one_line(), "vacuum sweep failed; next sweep retries")
-                }
-            }
-        }
-    }
-
     /// One look: vacuums the tables that need it; returns their names.
     pub async fn run_once(&self) -> Result<Vec<String>> {
         let client = self.pool.get().await?;
@@ -84,5 +68,26 @@ impl Vacuum {
             }
         }
         Ok(vacuumed)
+    }
+}
+
+impl Service for Vacuum {
+    const NAME: &'static str = "vacuum";
+
+    /// Looks every `interval` until shutdown.
+    async fn run(self, mut shutdown: Shutdown) {
+        loop {
+            let interval = tokio::time::sleep(self.config.interval);
+            if shutdown.before(interval).await.is_none() {
+                return;
+            }
+            match self.run_once().await {
+                Ok(tables) if !tables.is_empty() => info!(?tables, "vacuumed"),
+                Ok(_) => {}
+                Err(err) => {
+                    warn!(error = %err.one_line(), "vacuum sweep failed; next sweep retries")
+                }
+            }
+        }
     }
 }

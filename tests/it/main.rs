@@ -14,6 +14,7 @@ mod failover;
 mod fencing;
 mod horizon;
 mod keys;
+mod lifecycle;
 mod logs;
 mod maintenance;
 mod management;
