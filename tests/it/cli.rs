@@ -9,7 +9,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use uuid::Uuid;
 
@@ -770,15 +769,8 @@ async fn secrets_never_appear_in_trace_logs_or_a_database_dump() {
     )
     .key(&app.key)
     .env("RUST_LOG", "trace")
-    .command;
-    daemon.stdout(Stdio::null());
-    let mut child = daemon.spawn().expect("start webhookd run");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let log = tokio::spawn(async move {
-        let mut log = Vec::new();
-        let _ = stderr.read_to_end(&mut log).await;
-        String::from_utf8_lossy(&log).into_owned()
-    });
+    .start()
+    .await;
 
     let emitted = Webhookd::new(
         &app.db.url,
@@ -817,20 +809,9 @@ async fn secrets_never_appear_in_trace_logs_or_a_database_dump() {
         "the captured secret is the one the daemon signs with"
     );
 
-    let pid = child.id().expect("the daemon is running").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(killed.success(), "kill -TERM {pid}");
-    let status = tokio::time::timeout(COMMAND_LIMIT, child.wait())
-        .await
-        .expect("webhookd run stops within 30s of SIGTERM")
-        .expect("wait for webhookd run");
-    let log = tokio::time::timeout(COMMAND_LIMIT, log)
-        .await
-        .expect("the log ends with the process")
-        .unwrap();
+    daemon.signal("-TERM");
+    let status = daemon.exit_status().await;
+    let log = daemon.log_text();
     assert_eq!(
         status.code(),
         Some(0),

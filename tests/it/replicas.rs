@@ -8,40 +8,23 @@
 //! path (a lease expiry, the fallback poll) would take far longer than the
 //! deadline and so fail the test.
 
-use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::os::unix::fs::MetadataExt;
+use std::collections::HashSet;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use devkit::cluster::ThrowawayCluster;
 use uuid::Uuid;
-use webhookd::demo::cluster::ThrowawayCluster;
-use webhookd::manage::{self, CreateWebhook};
-use webhookd::signing::SecretBox;
 use webhookd::EventType;
 
+use crate::harness::observer::{
+    count, create_webhook, daemon_is_quiet, delivered, emit_many, observer,
+    terminate_daemon_connections, wait_for_delivered, write_back_waits_on_a_lock,
+};
 use crate::harness::process::{message, Replica};
+use crate::harness::receiver::Recorded;
+use crate::harness::tally::{LeaseSnapshot, Tally};
 use crate::harness::{sample, secret_key, wait_until, Receiver, TestApp};
-
-/// Emits `$2` `vote.created` events for organization `$1` in one statement.
-const BULK_EMIT: &str = "INSERT INTO outbox.events (organization_id, event, data)
-     SELECT $1, 'vote.created', jsonb_build_object('id', 'v' || i, 'post_id', 'p' || i)
-     FROM generate_series(1, $2::bigint) i";
-
-/// How long a replica may take to become ready or to exit.
 
 // ---------------------------------------------------------------------------
 // Tests
@@ -64,7 +47,7 @@ async fn three_replicas_deliver_every_event_exactly_once_without_faults() {
     let flags = ["--retry-base-delay", "200ms"];
     let mut replicas = Vec::new();
     for _ in 0..3 {
-        replicas.push(Replica::start(&app.db.url, &app.key, &flags));
+        replicas.push(Replica::start(&app.db.url, &app.key, &flags).await);
     }
     for replica in &replicas {
         replica.wait_ready().await;
@@ -132,7 +115,7 @@ async fn sigkill_of_one_replica_under_load_loses_nothing_and_the_survivor_takes_
     const IN_FLIGHT_CAP: usize = 32;
     let app = TestApp::new().await;
     // Slow enough that every replica always has requests in flight.
-    let receiver = CountingReceiver::start(Duration::from_millis(50)).await;
+    let receiver = Receiver::slow(Duration::from_millis(50)).await;
     let org = Uuid::new_v4();
     for index in 0..WEBHOOKS {
         app.create_webhook(org, &receiver.url(&format!("/hook/{index}")))
@@ -151,8 +134,8 @@ async fn sigkill_of_one_replica_under_load_loses_nothing_and_the_survivor_takes_
         "--retry-base-delay",
         "200ms",
     ];
-    let mut victim = Replica::start(&app.db.url, &app.key, &flags);
-    let mut survivor = Replica::start(&app.db.url, &app.key, &flags);
+    let mut victim = Replica::start(&app.db.url, &app.key, &flags).await;
+    let mut survivor = Replica::start(&app.db.url, &app.key, &flags).await;
     victim.wait_ready().await;
     survivor.wait_ready().await;
     let db = observer(&app.db.url).await;
@@ -184,10 +167,7 @@ async fn sigkill_of_one_replica_under_load_loses_nothing_and_the_survivor_takes_
     let arrivals = receiver.arrivals();
     let tally = Tally::of(
         &db,
-        &arrivals
-            .iter()
-            .map(|a| a.delivery_id.clone())
-            .collect::<Vec<_>>(),
+        &arrivals.iter().map(|a| a.delivery_id()).collect::<Vec<_>>(),
     )
     .await;
     tally.assert_none_missing();
@@ -217,10 +197,10 @@ async fn sigkill_of_one_replica_under_load_loses_nothing_and_the_survivor_takes_
         );
     }
 
-    let after_kill: Vec<&Arrival> = arrivals.iter().filter(|a| a.at > killed_at).collect();
+    let after_kill: Vec<&Recorded> = arrivals.iter().filter(|a| a.at > killed_at).collect();
     let takeover = after_kill
         .iter()
-        .filter(|a| orphan_ids.contains(a.delivery_id.as_str()))
+        .filter(|a| orphan_ids.contains(a.delivery_id().as_str()))
         .map(|a| a.at - killed_at)
         .min()
         .unwrap_or_default();
@@ -249,7 +229,7 @@ async fn sigkill_duplicates_stay_within_max_in_flight_while_write_back_lags() {
     const EVENTS: i64 = 300;
     const IN_FLIGHT_CAP: i64 = 8;
     let app = TestApp::new().await;
-    let receiver = CountingReceiver::start(Duration::from_millis(10)).await;
+    let receiver = Receiver::slow(Duration::from_millis(10)).await;
     let org = Uuid::new_v4();
     let webhook = app.create_webhook(org, &receiver.url("/hook")).await;
     let cap = IN_FLIGHT_CAP.to_string();
@@ -278,7 +258,7 @@ async fn sigkill_duplicates_stay_within_max_in_flight_while_write_back_lags() {
         )
         .await
         .unwrap();
-    let mut victim = Replica::start(&app.db.url, &app.key, &flags);
+    let mut victim = Replica::start(&app.db.url, &app.key, &flags).await;
     victim.wait_ready().await;
 
     emit_many(&db, org, EVENTS).await;
@@ -304,12 +284,12 @@ async fn sigkill_duplicates_stay_within_max_in_flight_while_write_back_lags() {
     let unrecorded_at_kill = receiver.arrivals().len() as i64 - delivered(&db).await;
     locker.batch_execute("ROLLBACK").await.unwrap();
 
-    let mut survivor = Replica::start(&app.db.url, &app.key, &flags);
+    let mut survivor = Replica::start(&app.db.url, &app.key, &flags).await;
     wait_for_delivered(&db, EVENTS, Duration::from_secs(30)).await;
     let arrivals: Vec<String> = receiver
         .arrivals()
         .into_iter()
-        .map(|a| a.delivery_id)
+        .map(|a| a.delivery_id())
         .collect();
     let tally = Tally::of(&db, &arrivals).await;
     tally.assert_none_missing();
@@ -335,7 +315,7 @@ async fn sigterm_under_load_releases_work_to_the_other_replica_at_once() {
     const COMPLETION: Duration = Duration::from_secs(30);
     let app = TestApp::new().await;
     // Slower than the grace period, so the stopping replica must give work back.
-    let receiver = CountingReceiver::start(Duration::from_millis(500)).await;
+    let receiver = Receiver::slow(Duration::from_millis(500)).await;
     let org = Uuid::new_v4();
     for index in 0..WEBHOOKS {
         app.create_webhook(org, &receiver.url(&format!("/hook/{index}")))
@@ -349,8 +329,8 @@ async fn sigterm_under_load_releases_work_to_the_other_replica_at_once() {
         "--retry-base-delay",
         "200ms",
     ];
-    let mut stopping = Replica::start(&app.db.url, &app.key, &flags);
-    let mut staying = Replica::start(&app.db.url, &app.key, &flags);
+    let mut stopping = Replica::start(&app.db.url, &app.key, &flags).await;
+    let mut staying = Replica::start(&app.db.url, &app.key, &flags).await;
     stopping.wait_ready().await;
     staying.wait_ready().await;
     let db = observer(&app.db.url).await;
@@ -390,7 +370,7 @@ async fn sigterm_under_load_releases_work_to_the_other_replica_at_once() {
     let arrivals: Vec<String> = receiver
         .arrivals()
         .into_iter()
-        .map(|a| a.delivery_id)
+        .map(|a| a.delivery_id())
         .collect();
     let tally = Tally::of(&db, &arrivals).await;
     tally.assert_none_missing();
@@ -416,7 +396,7 @@ async fn every_database_connection_terminated_mid_load_is_survived() {
     // A wake-up within this long cannot have come from the 60 s poll.
     const PROMPT: Duration = Duration::from_secs(10);
     let app = TestApp::new().await;
-    let receiver = CountingReceiver::start(Duration::from_millis(50)).await;
+    let receiver = Receiver::slow(Duration::from_millis(50)).await;
     let org = Uuid::new_v4();
     app.create_webhook(org, &receiver.url("/hook")).await;
     let flags = [
@@ -431,7 +411,7 @@ async fn every_database_connection_terminated_mid_load_is_survived() {
         "--retry-base-delay",
         "200ms",
     ];
-    let mut daemon = Replica::start(&app.db.url, &app.key, &flags);
+    let mut daemon = Replica::start(&app.db.url, &app.key, &flags).await;
     daemon.wait_ready().await;
     let db = observer(&app.db.url).await;
 
@@ -472,7 +452,7 @@ async fn every_database_connection_terminated_mid_load_is_survived() {
     let arrivals: Vec<String> = receiver
         .arrivals()
         .into_iter()
-        .map(|a| a.delivery_id)
+        .map(|a| a.delivery_id())
         .collect();
     let tally = Tally::of(&db, &arrivals).await;
     tally.assert_none_missing();
@@ -528,7 +508,6 @@ async fn a_full_postgresql_restart_is_survived() {
         .await
         .expect("a throwaway PostgreSQL cluster");
     let url = cluster.url();
-    let server = ServerControl::of(&url).await;
     {
         let mut client = webhookd::db::connect_single(&url).await.unwrap();
         webhookd::db::migrate(&mut client).await.expect("migrate");
@@ -537,7 +516,7 @@ async fn a_full_postgresql_restart_is_survived() {
     // Slow enough that the second batch is still in flight when the server
     // stops, however fast the daemon claims: 1,000 deliveries at 200 ms each
     // take over a second even at 128 in flight.
-    let receiver = CountingReceiver::start(Duration::from_millis(200)).await;
+    let receiver = Receiver::slow(Duration::from_millis(200)).await;
     let org = Uuid::new_v4();
     create_webhook(&url, &key, org, &receiver.url("/hook")).await;
     let flags = [
@@ -552,7 +531,7 @@ async fn a_full_postgresql_restart_is_survived() {
         "--retry-base-delay",
         "200ms",
     ];
-    let mut daemon = Replica::start(&url, &key, &flags);
+    let mut daemon = Replica::start(&url, &key, &flags).await;
     daemon.wait_ready().await;
 
     let db = observer(&url).await;
@@ -578,9 +557,7 @@ async fn a_full_postgresql_restart_is_survived() {
     drop(db);
 
     let stopped_at = Instant::now();
-    server
-        .pg_ctl(&["stop", "-m", "fast", "-w", "-t", "20"])
-        .await;
+    cluster.stop_fast().await.expect("stop the server");
     wait_until(
         "/readyz reports the outage",
         Duration::from_secs(20),
@@ -593,7 +570,10 @@ async fn a_full_postgresql_restart_is_survived() {
         Some(503),
         "not ready, but still answering"
     );
-    server.start().await;
+    cluster
+        .start_again()
+        .await
+        .expect("start the server again on its port");
     let started_at = Instant::now();
     let outage = stopped_at.elapsed();
     daemon.wait_ready().await;
@@ -611,7 +591,7 @@ async fn a_full_postgresql_restart_is_survived() {
         .max()
         .map(|last| last.saturating_duration_since(started_at))
         .unwrap_or_default();
-    let ids: Vec<String> = arrivals.iter().map(|a| a.delivery_id.clone()).collect();
+    let ids: Vec<String> = arrivals.iter().map(|a| a.delivery_id()).collect();
     let tally = Tally::of(&db, &ids).await;
     tally.assert_none_missing();
     let lost: Vec<String> = daemon
@@ -640,386 +620,4 @@ async fn a_full_postgresql_restart_is_survived() {
     assert_eq!(daemon.exit_status().await.code(), Some(0));
     drop(db);
     cluster.stop().await.expect("stop the throwaway cluster");
-}
-
-// ---------------------------------------------------------------------------
-// A receiver that counts arrivals and answers slowly
-// ---------------------------------------------------------------------------
-
-/// One request as it arrived, before it was answered.
-#[derive(Debug, Clone)]
-struct Arrival {
-    delivery_id: String,
-    at: Instant,
-}
-
-/// A plain HTTP receiver that records each request's delivery id on arrival
-/// and answers 200 after `delay`, so work stays in flight meanwhile. (The
-/// harness receiver answers synchronously.)
-struct CountingReceiver {
-    address: SocketAddr,
-    arrivals: Arc<Mutex<Vec<Arrival>>>,
-}
-
-impl CountingReceiver {
-    async fn start(delay: Duration) -> CountingReceiver {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let arrivals = Arc::new(Mutex::new(Vec::new()));
-        let record = arrivals.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let record = record.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: Request<Incoming>| {
-                        let record = record.clone();
-                        async move {
-                            let delivery_id = request
-                                .headers()
-                                .get("x-productbridge-delivery-id")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_string();
-                            let _ = request.into_body().collect().await;
-                            record.lock().unwrap().push(Arrival {
-                                delivery_id,
-                                at: Instant::now(),
-                            });
-                            tokio::time::sleep(delay).await;
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                        }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        CountingReceiver { address, arrivals }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
-    }
-
-    fn arrivals(&self) -> Vec<Arrival> {
-        self.arrivals.lock().unwrap().clone()
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Reading the database
-// ---------------------------------------------------------------------------
-
-/// A connection for the test's own queries, named so that terminating the
-/// daemon's connections (`application_name = 'webhookd'`) spares it.
-async fn observer(url: &str) -> tokio_postgres::Client {
-    let named = format!(
-        "{url}{}application_name=webhookd-tests",
-        if url.contains('?') { "&" } else { "?" }
-    );
-    webhookd::db::connect_single(&named)
-        .await
-        .expect("connect to the test database")
-}
-
-async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
-    db.query_one(sql, &[]).await.expect(sql).get(0)
-}
-
-async fn delivered(db: &tokio_postgres::Client) -> i64 {
-    count(
-        db,
-        "SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'",
-    )
-    .await
-}
-
-async fn wait_for_delivered(db: &tokio_postgres::Client, n: i64, limit: Duration) {
-    wait_until(&format!("{n} deliveries delivered"), limit, || async {
-        delivered(db).await == n
-    })
-    .await;
-}
-
-async fn emit_many(db: &tokio_postgres::Client, org: Uuid, n: i64) {
-    let inserted = db.execute(BULK_EMIT, &[&org, &n]).await.expect("bulk emit");
-    assert_eq!(inserted, n as u64);
-}
-
-/// Terminates every backend of the daemon(s) on `database`; returns how many.
-async fn terminate_daemon_connections(db: &tokio_postgres::Client, database: &str) -> usize {
-    db.query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = $1 AND application_name = 'webhookd' AND pid <> pg_backend_pid()",
-        &[&database],
-    )
-    .await
-    .expect("terminate the daemon's connections")
-    .iter()
-    .filter(|row| row.get::<_, bool>(0))
-    .count()
-}
-
-/// True when a daemon connection waits for a lock (the write-back, here).
-async fn write_back_waits_on_a_lock(db: &tokio_postgres::Client, database: &str) -> bool {
-    db.query_one(
-        "SELECT count(*) FROM pg_stat_activity
-         WHERE datname = $1 AND application_name = 'webhookd' AND wait_event_type = 'Lock'",
-        &[&database],
-    )
-    .await
-    .expect("read pg_stat_activity")
-    .get::<_, i64>(0)
-        > 0
-}
-
-/// True when every daemon connection has been idle for 2 s: longer than any
-/// short wait of the claim loop (the fence wait is at most 1 s), so the loop
-/// is in its long sleep. The LISTEN connection must be among them.
-async fn daemon_is_quiet(db: &tokio_postgres::Client, database: &str) -> bool {
-    let row = db
-        .query_one(
-            "SELECT count(*) FILTER (WHERE state <> 'idle' OR state_change > now() - interval '2 seconds'),
-                    count(*) FILTER (WHERE query ILIKE 'LISTEN%' OR query = 'SELECT 1')
-             FROM pg_stat_activity
-             WHERE datname = $1 AND application_name = 'webhookd'",
-            &[&database],
-        )
-        .await
-        .expect("read pg_stat_activity");
-    row.get::<_, i64>(0) == 0 && row.get::<_, i64>(1) > 0
-}
-
-/// What the receiver got, against the deliveries in the database.
-struct Tally {
-    /// Requests received.
-    arrivals: usize,
-    /// Distinct delivery ids among them.
-    distinct: usize,
-    /// Delivery ids that arrived more than once.
-    duplicate_ids: usize,
-    duplicated: Vec<String>,
-    /// Deliveries in the database.
-    expected: usize,
-    /// Deliveries that never arrived.
-    missing: Vec<String>,
-    /// Arrivals whose id is not a delivery.
-    unknown: usize,
-}
-
-impl Tally {
-    async fn of(db: &tokio_postgres::Client, arrivals: &[String]) -> Tally {
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for id in arrivals {
-            *counts.entry(id.as_str()).or_default() += 1;
-        }
-        let expected: Vec<String> = db
-            .query("SELECT id::text FROM outbox.deliveries", &[])
-            .await
-            .expect("read delivery ids")
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        let known: HashSet<&str> = expected.iter().map(String::as_str).collect();
-        let duplicated: Vec<String> = counts
-            .iter()
-            .filter(|(_, n)| **n > 1)
-            .map(|(id, _)| id.to_string())
-            .collect();
-        Tally {
-            arrivals: arrivals.len(),
-            distinct: counts.len(),
-            duplicate_ids: duplicated.len(),
-            duplicated,
-            missing: expected
-                .iter()
-                .filter(|id| !counts.contains_key(id.as_str()))
-                .cloned()
-                .collect(),
-            unknown: counts.keys().filter(|id| !known.contains(*id)).count(),
-            expected: expected.len(),
-        }
-    }
-
-    fn assert_none_missing(&self) {
-        assert!(
-            self.missing.is_empty(),
-            "{} of {} deliveries never arrived, e.g. {:?}",
-            self.missing.len(),
-            self.expected,
-            &self.missing[..self.missing.len().min(5)]
-        );
-        assert_eq!(self.unknown, 0, "every request carries a known delivery id");
-    }
-}
-
-/// The rows leased at one moment: id, attempt number and lease expiry.
-struct LeaseSnapshot {
-    ids: Vec<Uuid>,
-    attempts: Vec<i32>,
-    expires: Vec<DateTime<Utc>>,
-}
-
-/// A delivery leased by a replica that died before recording its attempt.
-struct Orphan {
-    id: String,
-    /// It was delivered no earlier than its lease expired.
-    delivered_after_lease: bool,
-}
-
-impl LeaseSnapshot {
-    async fn take(db: &tokio_postgres::Client) -> LeaseSnapshot {
-        let rows = db
-            .query(
-                "SELECT id, attempts, next_attempt_at FROM outbox.deliveries
-                 WHERE status = 'pending' AND lease_token IS NOT NULL",
-                &[],
-            )
-            .await
-            .expect("read leased deliveries");
-        LeaseSnapshot {
-            ids: rows.iter().map(|row| row.get(0)).collect(),
-            attempts: rows.iter().map(|row| row.get(1)).collect(),
-            expires: rows.iter().map(|row| row.get(2)).collect(),
-        }
-    }
-
-    /// The leased attempts that never got into the attempt log: a replica
-    /// that finishes an attempt logs it, a killed one cannot.
-    async fn orphans(&self, db: &tokio_postgres::Client) -> Vec<Orphan> {
-        db.query(
-            "SELECT s.id::text, d.delivered_at >= s.expires
-             FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS s(id, attempt, expires)
-             JOIN outbox.deliveries d ON d.id = s.id
-             WHERE NOT EXISTS (SELECT 1 FROM outbox.delivery_attempts a
-                               WHERE a.delivery_id = s.id AND a.attempt = s.attempt)",
-            &[&self.ids, &self.attempts, &self.expires],
-        )
-        .await
-        .expect("find orphaned leases")
-        .iter()
-        .map(|row| Orphan {
-            id: row.get(0),
-            delivered_after_lease: row.get::<_, Option<bool>>(1).unwrap_or(false),
-        })
-        .collect()
-    }
-}
-
-/// Creates a webhook on any database (the throwaway cluster has no TestApp).
-async fn create_webhook(url: &str, key: &str, org: Uuid, target: &str) -> Uuid {
-    let client = webhookd::db::connect_single(url).await.unwrap();
-    let secrets = SecretBox::from_base64(key).unwrap();
-    manage::create(
-        &client,
-        &secrets,
-        &webhookd::delivery::sender::SystemResolver,
-        &CreateWebhook {
-            organization_id: org,
-            url: target,
-            label: "restart",
-            allow_private_targets: true,
-        },
-    )
-    .await
-    .expect("create webhook")
-    .id
-}
-
-// ---------------------------------------------------------------------------
-// Stopping and starting a (throwaway) PostgreSQL server
-// ---------------------------------------------------------------------------
-
-/// pg_ctl on a running server's data directory, as the directory's owner
-/// (through runuser when we are root: PostgreSQL refuses to run as root).
-struct ServerControl {
-    pg_ctl: PathBuf,
-    data_dir: PathBuf,
-    port: String,
-    /// `runuser -u OWNER --` when we are root.
-    owner: Option<String>,
-}
-
-impl ServerControl {
-    /// Asks the server itself where its binaries, data and port are.
-    async fn of(url: &str) -> ServerControl {
-        let client = observer(url).await;
-        let setting = |sql: &'static str| {
-            let client = &client;
-            async move {
-                client
-                    .query_one(sql, &[])
-                    .await
-                    .expect(sql)
-                    .get::<_, String>(0)
-            }
-        };
-        let bin_dir = setting("SELECT setting FROM pg_config WHERE name = 'BINDIR'").await;
-        let data_dir = PathBuf::from(setting("SHOW data_directory").await);
-        let port = setting("SHOW port").await;
-        let owner_uid = std::fs::metadata(&data_dir).expect("data directory").uid();
-        let owner = if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() == Some(0) {
-            let out = std::process::Command::new("id")
-                .args(["-nu", &owner_uid.to_string()])
-                .output()
-                .expect("run id");
-            Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            None
-        };
-        ServerControl {
-            pg_ctl: Path::new(&bin_dir).join("pg_ctl"),
-            data_dir,
-            port,
-            owner,
-        }
-    }
-
-    /// Starts the server on its old port and waits until it accepts connections.
-    async fn start(&self) {
-        let log = self
-            .data_dir
-            .parent()
-            .expect("the data directory has a parent")
-            .join("restart.log");
-        let port = format!("-p {}", self.port);
-        let log = log.to_string_lossy().to_string();
-        self.pg_ctl(&["start", "-w", "-t", "30", "-l", &log, "-o", &port])
-            .await;
-    }
-
-    /// Runs `pg_ctl ACTION -D DATA ARGS…` and asserts it succeeds. pg_ctl's
-    /// own `-t` bounds it; ours is a backstop a little later.
-    async fn pg_ctl(&self, args: &[&str]) {
-        let mut command = match &self.owner {
-            Some(owner) => {
-                let mut command = tokio::process::Command::new("runuser");
-                command.args(["-u", owner, "--"]).arg(&self.pg_ctl);
-                command
-            }
-            None => tokio::process::Command::new(&self.pg_ctl),
-        };
-        let (action, rest) = args.split_first().expect("a pg_ctl action");
-        command
-            .arg(action)
-            .arg("-D")
-            .arg(&self.data_dir)
-            .args(rest)
-            .current_dir(self.data_dir.parent().unwrap_or(Path::new("/")))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(Duration::from_secs(40), command.output())
-            .await
-            .unwrap_or_else(|_| panic!("pg_ctl {action} finishes"))
-            .expect("run pg_ctl");
-        assert!(
-            out.status.success(),
-            "pg_ctl {action}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
 }
