@@ -11,7 +11,7 @@ use devkit::cluster::{ClusterOptions, ThrowawayCluster};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use uuid::Uuid;
 
-use crate::harness::process::{Replica, Webhookd};
+use crate::harness::process::{create_args, Replica, Webhookd};
 use crate::harness::{http_request, secret_key, wait_until, Receiver};
 
 /// In every URL: trust authentication ignores it, and no message may show it.
@@ -143,18 +143,6 @@ impl Drop for TlsServer {
 
 fn path(path: &Path) -> String {
     path.to_str().expect("a UTF-8 temporary path").to_string()
-}
-
-fn create_args<'a>(org: &'a str, target: &'a str) -> Vec<&'a str> {
-    vec![
-        "webhooks",
-        "create",
-        "--org",
-        org,
-        "--url",
-        target,
-        "--allow-private-targets",
-    ]
 }
 
 fn emit_args(org: &str) -> Vec<&str> {

@@ -13,7 +13,7 @@ use webhookd::manage::{self, CreateWebhook};
 use webhookd::signing::SecretBox;
 use webhookd::EventType;
 
-use crate::harness::process::{Outcome, Webhookd};
+use crate::harness::process::{create_args, Outcome, Webhookd};
 use crate::harness::{
     expected_signature, free_local_address, http_request, sample, secret_key, test_args,
     wait_until, DaemonHandle, Receiver, TestApp, TestWebhook,
@@ -313,15 +313,7 @@ async fn a_daemon_with_the_wrong_key_holds_deliveries_until_the_key_is_current()
 /// `webhooks create` via the binary with these keys.
 async fn create(app: &TestApp, current: &str, previous: Option<&str>) -> Outcome {
     let org = Uuid::new_v4().to_string();
-    let args = [
-        "webhooks",
-        "create",
-        "--org",
-        &org,
-        "--url",
-        "http://127.0.0.1:9/x",
-        "--allow-private-targets",
-    ];
+    let args = create_args(&org, "http://127.0.0.1:9/x");
     let mut env = vec![("WEBHOOKD_SECRET_KEY", current)];
     if let Some(previous) = previous {
         env.push(("WEBHOOKD_SECRET_KEY_PREVIOUS", previous));
@@ -374,15 +366,7 @@ async fn a_bad_previous_key_exits_2_naming_the_variable_and_the_entry() {
     let commands: [&[&str]; 3] = [
         &["keys", "rotate"],
         &["run", "--admin-addr", "127.0.0.1:0"],
-        &[
-            "webhooks",
-            "create",
-            "--org",
-            &org,
-            "--url",
-            "http://127.0.0.1:9/x",
-            "--allow-private-targets",
-        ],
+        &create_args(&org, "http://127.0.0.1:9/x"),
     ];
     let cases = [
         (

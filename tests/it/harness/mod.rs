@@ -6,6 +6,7 @@ pub mod observer;
 pub mod pooler;
 pub mod process;
 pub mod receiver;
+pub mod runtimes;
 pub mod tally;
 pub mod tls;
 

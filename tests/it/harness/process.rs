@@ -240,6 +240,20 @@ impl Webhookd {
     }
 }
 
+/// `webhooks create --org ORG --url TARGET --allow-private-targets`: how the
+/// tests create a webhook through the binary (more flags may follow).
+pub fn create_args<'a>(org: &'a str, target: &'a str) -> Vec<&'a str> {
+    vec![
+        "webhooks",
+        "create",
+        "--org",
+        org,
+        "--url",
+        target,
+        "--allow-private-targets",
+    ]
+}
+
 /// What a finished `webhookd` did.
 pub struct Outcome {
     shown: String,

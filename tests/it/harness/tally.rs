@@ -6,6 +6,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::receiver::Recorded;
+
 /// What the receiver got, against the deliveries in the database.
 pub struct Tally {
     /// Requests received.
@@ -24,9 +26,11 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub async fn of(db: &tokio_postgres::Client, arrivals: &[String]) -> Tally {
+    /// The tally of what a receiver recorded.
+    pub async fn of(db: &tokio_postgres::Client, arrivals: &[Recorded]) -> Tally {
+        let ids: Vec<String> = arrivals.iter().map(Recorded::delivery_id).collect();
         let mut counts: HashMap<&str, usize> = HashMap::new();
-        for id in arrivals {
+        for id in &ids {
             *counts.entry(id.as_str()).or_default() += 1;
         }
         let expected: Vec<String> = db
