@@ -9,11 +9,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use uuid::Uuid;
 
-use crate::harness::process::{Webhookd, COMMAND_LIMIT};
+use crate::harness::process::{create_args, Webhookd, COMMAND_LIMIT};
 use crate::harness::{expected_signature, secret_key, wait_until, Receiver, TestApp, TestDb};
 
 /// Longest a delivery may take to be recorded.
@@ -27,17 +26,7 @@ const UNREACHABLE_DATABASE: &str = "postgres://postgres:hunter2@127.0.0.1:1/post
 async fn create_webhook(app: &TestApp, org: Uuid, url: &str, label: &str) -> Value {
     Webhookd::new(
         &app.db.url,
-        &[
-            "webhooks",
-            "create",
-            "--org",
-            &org.to_string(),
-            "--url",
-            url,
-            "--allow-private-targets",
-            "--label",
-            label,
-        ],
+        &[create_args(&org.to_string(), url), vec!["--label", label]].concat(),
     )
     .key(&app.key)
     .output()
@@ -227,17 +216,7 @@ async fn webhooks_create_rejects_a_500_character_label_with_exit_2() {
     let org = Uuid::new_v4().to_string();
     let outcome = Webhookd::new(
         &app.db.url,
-        &[
-            "webhooks",
-            "create",
-            "--org",
-            &org,
-            "--url",
-            UNUSED_TARGET,
-            "--allow-private-targets",
-            "--label",
-            &label,
-        ],
+        &[create_args(&org, UNUSED_TARGET), vec!["--label", &label]].concat(),
     )
     .key(&app.key)
     .output()
@@ -254,15 +233,7 @@ async fn webhooks_create_rejects_a_500_character_label_with_exit_2() {
 async fn webhooks_create_without_a_usable_secret_key_exits_2_naming_webhookd_secret_key() {
     let db = TestDb::new().await;
     let org = Uuid::new_v4().to_string();
-    let args = [
-        "webhooks",
-        "create",
-        "--org",
-        &org,
-        "--url",
-        UNUSED_TARGET,
-        "--allow-private-targets",
-    ];
+    let args = create_args(&org, UNUSED_TARGET);
     use base64::Engine as _;
     let sixteen_bytes = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
     for key in [
@@ -365,15 +336,7 @@ fn commands_that_need_the_schema(org: &str) -> Vec<Vec<String>> {
             r#"{"id": "p1"}"#,
         ],
         &["webhooks", "list", "--org", org],
-        &[
-            "webhooks",
-            "create",
-            "--org",
-            org,
-            "--url",
-            UNUSED_TARGET,
-            "--allow-private-targets",
-        ],
+        &create_args(org, UNUSED_TARGET),
         &["redeliver", org],
         &["run", "--admin-addr", "127.0.0.1:0"],
     ];
@@ -713,16 +676,10 @@ async fn secrets_never_appear_in_trace_logs_or_a_database_dump() {
     let created = Webhookd::new(
         &app.db.url,
         &[
-            "webhooks",
-            "create",
-            "--org",
-            &org.to_string(),
-            "--url",
-            &receiver.url("/hook"),
-            "--allow-private-targets",
-            "--label",
-            "leak check",
-        ],
+            create_args(&org.to_string(), &receiver.url("/hook")),
+            vec!["--label", "leak check"],
+        ]
+        .concat(),
     )
     .key(&app.key)
     .env("RUST_LOG", "trace")
@@ -770,15 +727,8 @@ async fn secrets_never_appear_in_trace_logs_or_a_database_dump() {
     )
     .key(&app.key)
     .env("RUST_LOG", "trace")
-    .command;
-    daemon.stdout(Stdio::null());
-    let mut child = daemon.spawn().expect("start webhookd run");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let log = tokio::spawn(async move {
-        let mut log = Vec::new();
-        let _ = stderr.read_to_end(&mut log).await;
-        String::from_utf8_lossy(&log).into_owned()
-    });
+    .start()
+    .await;
 
     let emitted = Webhookd::new(
         &app.db.url,
@@ -817,20 +767,9 @@ async fn secrets_never_appear_in_trace_logs_or_a_database_dump() {
         "the captured secret is the one the daemon signs with"
     );
 
-    let pid = child.id().expect("the daemon is running").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(killed.success(), "kill -TERM {pid}");
-    let status = tokio::time::timeout(COMMAND_LIMIT, child.wait())
-        .await
-        .expect("webhookd run stops within 30s of SIGTERM")
-        .expect("wait for webhookd run");
-    let log = tokio::time::timeout(COMMAND_LIMIT, log)
-        .await
-        .expect("the log ends with the process")
-        .unwrap();
+    daemon.signal("-TERM");
+    let status = daemon.exit_status().await;
+    let log = daemon.log_text();
     assert_eq!(
         status.code(),
         Some(0),

@@ -4,7 +4,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
-use webhookd::demo::cluster::{ClusterOptions, ThrowawayCluster};
+use devkit::cluster::{ClusterOptions, ThrowawayCluster};
 
 use crate::harness::wait_until;
 

@@ -7,11 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use devkit::cluster::{ClusterOptions, ThrowawayCluster};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use uuid::Uuid;
-use webhookd::demo::cluster::{ClusterOptions, ThrowawayCluster};
 
-use crate::harness::process::{Replica, Webhookd};
+use crate::harness::process::{create_args, Replica, Webhookd};
 use crate::harness::{http_request, secret_key, wait_until, Receiver};
 
 /// In every URL: trust authentication ignores it, and no message may show it.
@@ -145,18 +145,6 @@ fn path(path: &Path) -> String {
     path.to_str().expect("a UTF-8 temporary path").to_string()
 }
 
-fn create_args<'a>(org: &'a str, target: &'a str) -> Vec<&'a str> {
-    vec![
-        "webhooks",
-        "create",
-        "--org",
-        org,
-        "--url",
-        target,
-        "--allow-private-targets",
-    ]
-}
-
 fn emit_args(org: &str) -> Vec<&str> {
     vec![
         "emit",
@@ -236,7 +224,7 @@ async fn every_command_and_the_daemon_work_over_tls_to_a_tls_only_server() {
     assert!(encrypted, "prefer negotiated TLS");
     drop(own);
 
-    let daemon = Replica::start(&verified, &key, &[]);
+    let daemon = Replica::start(&verified, &key, &[]).await;
     daemon.wait_ready().await;
     let ready = http_request(daemon.admin, "GET", "/readyz", "", "").await;
     assert!(ready.contains(r#""listen":"active""#), "{ready}");
@@ -442,17 +430,14 @@ async fn the_demo_runs_over_verify_full() {
     let server = TlsServer::start().await;
     // The demo allows itself a minute for its deliveries: more than the
     // harness gives one-shot commands.
-    let mut demo = Webhookd::new(&server.verified_url("postgres"), &["demo"]).command;
-    let output = tokio::time::timeout(Duration::from_secs(120), demo.output())
-        .await
-        .expect("the demo finishes within 2 minutes")
-        .expect("start webhookd demo");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let output = Webhookd::new(&server.verified_url("postgres"), &["demo"])
+        .output_within(Duration::from_secs(120))
+        .await;
+    let (stdout, stderr) = (&output.stdout, &output.stderr);
     assert!(
-        output.status.success() && stdout.contains("Demo finished"),
-        "{}\nstdout: {stdout}\nstderr: {stderr}",
-        output.status
+        output.code == Some(0) && stdout.contains("Demo finished"),
+        "exit {:?}\nstdout: {stdout}\nstderr: {stderr}",
+        output.code
     );
     assert!(
         !stdout.contains(PASSWORD),

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -14,51 +13,30 @@ use webhookd::manage::{self, CreateWebhook};
 use webhookd::signing::SecretBox;
 use webhookd::EventType;
 
+use crate::harness::process::{create_args, Outcome, Webhookd};
 use crate::harness::{
-    expected_signature, http_request, sample, secret_key, test_args, wait_until, DaemonHandle,
-    Receiver, TestApp, TestWebhook,
+    expected_signature, free_local_address, http_request, sample, secret_key, test_args,
+    wait_until, DaemonHandle, Receiver, TestApp, TestWebhook,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
 /// Held-back deliveries come round again this soon in these tests.
 const SHORT_DELAY: Duration = Duration::from_millis(300);
 
-/// What a finished `webhookd` printed.
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs `webhookd ARGS` against `database_url` with only the given
 /// `WEBHOOKD_*` variables set.
-async fn webhookd(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_webhookd"));
-    for (name, _) in std::env::vars_os() {
-        let inherited = name.to_string_lossy();
-        if inherited.starts_with("WEBHOOKD_") || inherited == "RUST_LOG" {
-            command.env_remove(&name);
-        }
-    }
-    command
-        .args(args)
-        .envs(env.iter().copied())
-        .env("DATABASE_URL", database_url)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+async fn webhookd(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    env.iter()
+        .fold(
+            Webhookd::new(database_url, args),
+            |command, (name, value)| command.env(name, value),
+        )
+        .output_within(Duration::from_secs(60))
         .await
-        .unwrap_or_else(|_| panic!("`webhookd {}` did not finish", args.join(" ")))
-        .unwrap();
-    Output {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
 }
 
 /// `keys rotate` with `current` and `previous` keys.
-async fn rotate(app: &TestApp, current: &str, previous: &str) -> Output {
+async fn rotate(app: &TestApp, current: &str, previous: &str) -> Outcome {
     webhookd(
         &app.db.url,
         &["keys", "rotate"],
@@ -83,24 +61,14 @@ fn key_id(key: &str) -> String {
 /// An in-process daemon opening secrets with `keyring`, its admin address on
 /// a free port; returns once that address answers.
 async fn spawn_daemon(app: &TestApp, keyring: Keyring) -> (DaemonHandle, SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin: SocketAddr = ([127, 0, 0, 1], port).into();
+    let admin = free_local_address();
     let args = webhookd::config::RunArgs {
         admin_addr: admin,
         ..test_args()
     };
     let mut config = args.validate_with_keyring(&app.db.url, keyring).unwrap();
     config.unopenable_secret_delay = SHORT_DELAY;
-    let daemon = app.spawn_daemon(config);
-    wait_until("the admin address answers", WAIT, || async {
-        tokio::net::TcpStream::connect(admin).await.is_ok()
-    })
-    .await;
-    (daemon, admin)
+    (app.spawn_daemon_answering(config).await, admin)
 }
 
 async fn http_get(admin: SocketAddr, path: &str) -> String {
@@ -343,17 +311,9 @@ async fn a_daemon_with_the_wrong_key_holds_deliveries_until_the_key_is_current()
 }
 
 /// `webhooks create` via the binary with these keys.
-async fn create(app: &TestApp, current: &str, previous: Option<&str>) -> Output {
+async fn create(app: &TestApp, current: &str, previous: Option<&str>) -> Outcome {
     let org = Uuid::new_v4().to_string();
-    let args = [
-        "webhooks",
-        "create",
-        "--org",
-        &org,
-        "--url",
-        "http://127.0.0.1:9/x",
-        "--allow-private-targets",
-    ];
+    let args = create_args(&org, "http://127.0.0.1:9/x");
     let mut env = vec![("WEBHOOKD_SECRET_KEY", current)];
     if let Some(previous) = previous {
         env.push(("WEBHOOKD_SECRET_KEY_PREVIOUS", previous));
@@ -406,15 +366,7 @@ async fn a_bad_previous_key_exits_2_naming_the_variable_and_the_entry() {
     let commands: [&[&str]; 3] = [
         &["keys", "rotate"],
         &["run", "--admin-addr", "127.0.0.1:0"],
-        &[
-            "webhooks",
-            "create",
-            "--org",
-            &org,
-            "--url",
-            "http://127.0.0.1:9/x",
-            "--allow-private-targets",
-        ],
+        &create_args(&org, "http://127.0.0.1:9/x"),
     ];
     let cases = [
         (

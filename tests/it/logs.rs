@@ -6,11 +6,10 @@
 use std::process::Stdio;
 
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 use webhookd::EventType;
 
-use crate::harness::process::{Replica, COMMAND_LIMIT, PROCESS_WAIT};
+use crate::harness::process::{Replica, COMMAND_LIMIT};
 use crate::harness::{sample, secret_key, Receiver, TestApp, TestWebhook};
 
 /// What the test database's trigger says to whoever changes a delivery.
@@ -95,7 +94,7 @@ async fn json_logs_are_one_object_per_line_with_stable_names_and_no_driver_chatt
     let org = Uuid::new_v4();
     let TestWebhook { id: webhook_id, .. } = app.create_webhook(org, &receiver.url("/hook")).await;
 
-    let replica = Replica::start(&app.db.url, &app.key, &["--max-retries", "0"]);
+    let replica = Replica::start(&app.db.url, &app.key, &["--max-retries", "0"]).await;
     fail_one_more(&app, org, 1).await;
     let events = parse_json_lines(&stop(replica).await);
     let targets = targets(&events);
@@ -129,7 +128,8 @@ async fn json_logs_are_one_object_per_line_with_stable_names_and_no_driver_chatt
         &app.key,
         &["--max-retries", "0"],
         &[("RUST_LOG", "warn,webhookd=info,tokio_postgres=info")],
-    );
+    )
+    .await;
     fail_one_more(&app, org, 2).await;
     let events = parse_json_lines(&stop(replica).await);
     let notice = events
@@ -149,7 +149,7 @@ async fn text_logs_written_to_a_pipe_have_no_colour_codes() {
     let receiver = Receiver::with_status(500).await;
     let org = Uuid::new_v4();
     app.create_webhook(org, &receiver.url("/hook")).await;
-    let mut command = crate::harness::process::Webhookd::new(
+    let mut replica = crate::harness::process::Webhookd::new(
         &app.db.url,
         &[
             "run",
@@ -162,28 +162,13 @@ async fn text_logs_written_to_a_pipe_have_no_colour_codes() {
     )
     .key(&app.key)
     .unset("NO_COLOR")
-    .command;
-    command.stdout(Stdio::null());
-    let mut child = command.spawn().expect("start webhookd run");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let log = tokio::spawn(async move {
-        let mut log = Vec::new();
-        let _ = stderr.read_to_end(&mut log).await;
-        log
-    });
+    .start()
+    .await;
     fail_one_more(&app, org, 1).await;
-    let pid = child.id().expect("running").to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::time::timeout(PROCESS_WAIT, child.wait())
-        .await
-        .expect("webhookd exits after SIGTERM")
-        .unwrap();
+    replica.signal("-TERM");
+    let status = replica.exit_status().await;
     assert!(status.success());
-    let log = String::from_utf8(log.await.unwrap()).expect("UTF-8 log");
+    let log = replica.log_text();
     assert!(log.contains("webhookd running"), "{log}");
     assert!(log.contains("delivery failed for good"), "{log}");
     assert!(log.contains("webhook_id="), "{log}");

@@ -103,7 +103,8 @@ async fn commands_and_daemon_through(mode: PoolMode) {
         &key,
         &["--listen-database-url", &db.url, "--db-pool-size", "6"],
         &[("WEBHOOKD_ADMIN_TOKEN", ADMIN_TOKEN)],
-    );
+    )
+    .await;
     daemon.wait_ready().await;
     let ready = http_request(daemon.admin, "GET", "/readyz", "", "").await;
     assert!(ready.contains(r#""listen":"active""#), "{ready}");
@@ -205,7 +206,7 @@ async fn listen_through_a_transaction_pooler_falls_back_to_polling_and_says_so()
     .await
     .succeeded();
 
-    let daemon = Replica::start(&pooled, &key, &[]);
+    let daemon = Replica::start(&pooled, &key, &[]).await;
     daemon.wait_ready().await;
     let ready = http_request(daemon.admin, "GET", "/readyz", "", "").await;
     assert!(

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use tokio::process::Command;
 use uuid::Uuid;
 
+use crate::harness::runtimes::{self, Lang};
 use crate::harness::{expected_signature, test_args, wait_until, Receiver, TestApp};
 
 /// The title every sample gives its post: quotes, non-ASCII and a character
@@ -33,25 +34,9 @@ const DELIVERY_LIMIT: Duration = Duration::from_secs(20);
 /// Where Debian's golang-github-jackc-pgx-v4-dev puts pgx (GOPATH layout).
 const DEBIAN_GOPATH: &str = "/usr/share/gocode";
 
-#[derive(Debug, Clone, Copy)]
-enum Lang {
-    Node,
-    Python,
-    Go,
-    Php,
-}
-
 impl Lang {
-    fn dir(self) -> PathBuf {
-        let name = match self {
-            Lang::Node => "node",
-            Lang::Python => "python",
-            Lang::Go => "go",
-            Lang::Php => "php",
-        };
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("examples/producers")
-            .join(name)
+    fn producer_dir(self) -> PathBuf {
+        self.sample_dir("producers")
     }
 }
 
@@ -71,28 +56,12 @@ impl Drop for Prepared {
 
 /// Runs `program args` in `dir`; its stdout, or why it failed.
 async fn probe(program: &Path, args: &[&str], dir: &Path) -> Result<String, String> {
-    let what = format!("`{} {}`", program.display(), args.join(" "));
-    let run = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(Duration::from_secs(30), run).await {
-        Err(_) => Err(format!("{what} did not answer within 30s")),
-        Ok(Err(error)) => Err(format!("{what} failed: {error}")),
-        Ok(Ok(output)) if !output.status.success() => Err(format!(
-            "{what} exited with {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )),
-        Ok(Ok(output)) => Ok(String::from_utf8_lossy(&output.stdout).into_owned()),
-    }
+    runtimes::probe(program, args, dir, Duration::from_secs(30)).await
 }
 
 /// How to run the sample, or why it cannot run here and how to fix that.
 async fn prepare(lang: Lang) -> Result<Prepared, String> {
-    let dir = lang.dir();
+    let dir = lang.producer_dir();
     let command = match lang {
         Lang::Node => {
             probe(Path::new("node"), &["--version"], &dir).await?;
@@ -217,7 +186,7 @@ struct Emitted {
 async fn run(lang: Lang, prepared: &mut Prepared, url: &str, org: Uuid, post_id: &str) -> Emitted {
     let output = prepared
         .command
-        .current_dir(lang.dir())
+        .current_dir(lang.producer_dir())
         .env("DATABASE_URL", url)
         .env("ORGANIZATION_ID", org.to_string())
         .env("POST_ID", post_id)

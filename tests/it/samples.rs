@@ -22,6 +22,7 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 use webhookd::EventType;
 
+use crate::harness::runtimes::{self, Lang};
 use crate::harness::{expected_signature, sample, test_args, TestApp};
 
 /// How long a sample may take to listen once started.
@@ -33,25 +34,9 @@ const DELIVERY_LIMIT: Duration = Duration::from_secs(20);
 /// How long one request sent by the test may take.
 const REQUEST_LIMIT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy)]
-enum Lang {
-    Node,
-    Python,
-    Go,
-    Php,
-}
-
 impl Lang {
-    fn dir(self) -> PathBuf {
-        let name = match self {
-            Lang::Node => "node",
-            Lang::Python => "python",
-            Lang::Go => "go",
-            Lang::Php => "php",
-        };
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("examples/receivers")
-            .join(name)
+    fn receiver_dir(self) -> PathBuf {
+        self.sample_dir("receivers")
     }
 
     /// The runtime's command and how to ask for its version.
@@ -78,27 +63,15 @@ impl Lang {
 /// The runtime's version line, or why it cannot be run.
 async fn runtime_version(lang: Lang) -> Result<String, String> {
     let (program, version_arg) = lang.runtime();
-    let run = Command::new(program)
-        .arg(version_arg)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(Duration::from_secs(20), run).await {
-        Err(_) => Err(format!(
-            "`{program} {version_arg}` did not answer within 20s"
-        )),
-        Ok(Err(error)) => Err(format!("`{program} {version_arg}` failed: {error}")),
-        Ok(Ok(output)) if !output.status.success() => Err(format!(
-            "`{program} {version_arg}` exited with {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )),
-        Ok(Ok(output)) => Ok(String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_string()),
-    }
+    let dir = lang.receiver_dir();
+    let stdout = runtimes::probe(
+        Path::new(program),
+        &[version_arg],
+        &dir,
+        Duration::from_secs(20),
+    )
+    .await?;
+    Ok(stdout.lines().next().unwrap_or("").to_string())
 }
 
 /// `true` when the test should go on; fails in CI when the runtime is
@@ -113,7 +86,10 @@ async fn require_runtime(lang: Lang) -> bool {
         lang.package()
     );
     crate::harness::skip_unless_ci(
-        &format!("the {lang:?} sample receiver in {}", lang.dir().display()),
+        &format!(
+            "the {lang:?} sample receiver in {}",
+            lang.receiver_dir().display()
+        ),
         &format!("{problem}. {install}"),
     );
     false
@@ -142,7 +118,7 @@ struct Sample {
 impl Sample {
     /// Starts the sample on `port` with `secret` and waits until it listens.
     async fn start(lang: Lang, port: u16, secret: &str) -> Sample {
-        let dir = lang.dir();
+        let dir = lang.receiver_dir();
         let mut built = None;
         let mut command = match lang {
             Lang::Node => {

@@ -323,7 +323,7 @@ async fn the_previous_release_keeps_delivering_through_this_releases_migrate_and
     .await;
     let created: Value = serde_json::from_str(created.succeeded()).expect("webhook JSON");
     assert!(created["id"].is_string(), "{created}");
-    let old_daemon = Daemon::start("the previous release", &old, &db.url, &key);
+    let old_daemon = Daemon::start("the previous release", &old, &db.url, &key).await;
     old_daemon.wait_ready().await;
 
     let client = db.client().await;
@@ -352,7 +352,7 @@ async fn the_previous_release_keeps_delivering_through_this_releases_migrate_and
 
     // Both releases side by side: two requests at once can only be one each.
     receiver.arm();
-    let new_daemon = Daemon::start("this release", &new, &db.url, &key);
+    let new_daemon = Daemon::start("this release", &new, &db.url, &key).await;
     new_daemon.wait_ready().await;
     let (_, body) = new_daemon.readyz().await.unwrap();
     assert_eq!(body["schema"]["state"], "current", "{body}");

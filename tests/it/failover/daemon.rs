@@ -1,59 +1,45 @@
-//! The daemon under test: the real `webhookd run` binary as a child process.
-
-use std::net::SocketAddr;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-
-use tokio::io::{AsyncBufReadExt, BufReader};
+//! The daemon under test: the real `webhookd run` binary as a child process
+//! (the harness's [`Replica`], with text logs), its log shown when the test
+//! fails.
 
 use super::{LEASE, WAIT};
+use crate::harness::process::{Replica, Webhookd};
 use crate::harness::wait_until;
 
-/// `webhookd run` as a child process, killed on drop; its log is kept and
-/// shown when the test fails.
+/// `webhookd run` as a child process, killed on drop.
 pub(super) struct Daemon {
-    child: tokio::process::Child,
-    admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
+    replica: Replica,
 }
 
 impl Daemon {
-    pub(super) fn start(database_url: &str, key: &str) -> Daemon {
-        let admin = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port on 127.0.0.1");
+    pub(super) async fn start(database_url: &str, key: &str) -> Daemon {
         let lease = format!("{}s", LEASE.as_secs());
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webhookd"))
-            .arg("run")
-            .args(["--admin-addr", &admin.to_string()])
-            .args(["--lease", &lease])
-            .args(["--connect-timeout", "1s", "--response-timeout", "2s"])
-            .args(["--retry-base-delay", "200ms", "--poll-interval", "200ms"])
-            .env("DATABASE_URL", database_url)
-            .env("WEBHOOKD_SECRET_KEY", key)
+        let args = [
+            "run",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--lease",
+            &lease,
+            "--connect-timeout",
+            "1s",
+            "--response-timeout",
+            "2s",
+            "--retry-base-delay",
+            "200ms",
+            "--poll-interval",
+            "200ms",
+        ];
+        let replica = Webhookd::new(database_url, &args)
+            .key(key)
             .env("WEBHOOKD_ALLOW_PRIVATE_TARGETS", "1")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start webhookd run");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let lines = log.clone();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Daemon { child, admin, log }
+            .start()
+            .await;
+        Daemon { replica }
     }
 
-    /// The HTTP status of `/readyz`; `None` when nothing answers within 10 s.
+    /// The HTTP status of `/readyz`; `None` when nothing answers within 5 s.
     pub(super) async fn readyz(&self) -> Option<u16> {
-        crate::harness::process::http_status(self.admin, "/readyz").await
+        self.replica.readyz().await
     }
 
     pub(super) async fn wait_ready(&self) {
@@ -64,26 +50,18 @@ impl Daemon {
     }
 
     pub(super) fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.replica.is_running()
     }
 
     /// SIGTERM, then the process must exit 0.
     pub(super) async fn terminate(&mut self) {
-        let pid = self.child.id().expect("the daemon is running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(sent.success());
-        let status = tokio::time::timeout(WAIT, self.child.wait())
-            .await
-            .expect("the daemon exits after SIGTERM")
-            .expect("wait for the daemon");
+        self.replica.signal("-TERM");
+        let status = self.replica.exit_status().await;
         assert_eq!(status.code(), Some(0), "daemon log:\n{}", self.log_tail());
     }
 
     pub(super) fn log_tail(&self) -> String {
-        let log = self.log.lock().unwrap();
+        let log = self.replica.log_lines();
         log[log.len().saturating_sub(40)..].join("\n")
     }
 }

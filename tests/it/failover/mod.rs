@@ -17,8 +17,8 @@ mod producer;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use devkit::cluster::{ClusterOptions, ThrowawayCluster};
 use uuid::Uuid;
-use webhookd::demo::cluster::{ClusterOptions, ThrowawayCluster};
 use webhookd::manage::{self, CreateWebhook};
 use webhookd::signing::SecretBox;
 
@@ -49,7 +49,7 @@ const SETTLE: Duration = Duration::from_secs(120);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promoted_standby_takes_over_without_a_restart() {
     let mut pair = Pair::start().await;
-    let mut daemon = Daemon::start(&pair.url, &pair.key);
+    let mut daemon = Daemon::start(&pair.url, &pair.key).await;
     daemon.wait_ready().await;
     let mut producer = Producer::start(&pair.url, pair.org);
     wait_until("a steady trickle is delivered", WAIT, || async {

@@ -2,14 +2,18 @@
 //! at `DATABASE_URL`, real HTTP(S) receivers on 127.0.0.1, the daemon
 //! in-process or as the real binary, and waits on conditions with deadlines.
 
+pub mod observer;
 pub mod pooler;
 pub mod process;
 pub mod receiver;
+pub mod runtimes;
+pub mod tally;
 pub mod tls;
 
 use std::future::Future;
 use std::time::Duration;
 
+use devkit::scratch::ScratchDb;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 use webhookd::config::RunArgs;
@@ -25,17 +29,14 @@ pub fn server_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| webhookd::db::DATABASE_URL_DEFAULT.to_string())
 }
 
-/// The same server URL pointing at another database.
-pub fn url_for_database(name: &str) -> String {
-    webhookd::db::url_with_database(&server_url(), name)
-}
-
-/// A fresh, migrated database, dropped when the test ends.
+/// A fresh, migrated database, dropped when the test ends (devkit's
+/// scratch database).
 pub struct TestDb {
     /// Its name.
     pub name: String,
     /// Its URL.
     pub url: String,
+    _scratch: ScratchDb,
 }
 
 impl TestDb {
@@ -49,17 +50,13 @@ impl TestDb {
 
     /// Creates a new database without the schema.
     pub async fn empty() -> TestDb {
-        let name = format!("webhookd_test_{}", Uuid::new_v4().simple());
-        let admin = webhookd::db::connect_single(&server_url())
+        let scratch = ScratchDb::create(&server_url(), "webhookd_test")
             .await
-            .expect("PostgreSQL at DATABASE_URL");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create database");
+            .expect("create a database on the PostgreSQL at DATABASE_URL");
         TestDb {
-            url: url_for_database(&name),
-            name,
+            name: scratch.name().to_string(),
+            url: scratch.url().to_string(),
+            _scratch: scratch,
         }
     }
 
@@ -78,28 +75,6 @@ impl TestDb {
             .await
             .expect(sql)
             .get(0)
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs outside any runtime guarantee; a short-lived thread with
-        // its own runtime can always do the async cleanup.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let admin = webhookd::db::connect_single(&server_url()).await.ok()?;
-                admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .ok()
-            })
-        })
-        .join();
     }
 }
 
@@ -210,17 +185,20 @@ impl TestApp {
         args: RunArgs,
         admin_token: Option<&str>,
     ) -> (DaemonHandle, std::net::SocketAddr) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let admin: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let admin = free_local_address();
         let mut config = self.config(&RunArgs {
             admin_addr: admin,
             ..args
         });
         config.admin_token = admin_token.map(str::to_string);
+        (self.spawn_daemon_answering(config).await, admin)
+    }
+
+    /// Runs the daemon in-process with `config` (whose admin address must be
+    /// a fixed one, see [`free_local_address`]); returns once that address
+    /// answers.
+    pub async fn spawn_daemon_answering(&self, config: DaemonConfig) -> DaemonHandle {
+        let admin = config.admin_addr;
         let daemon = self.spawn_daemon(config);
         wait_until(
             "the admin address answers",
@@ -228,7 +206,7 @@ impl TestApp {
             || async { tokio::net::TcpStream::connect(admin).await.is_ok() },
         )
         .await;
-        (daemon, admin)
+        daemon
     }
 
     /// Runs the daemon in-process until the handle is stopped.
@@ -276,17 +254,24 @@ where
     }
 }
 
-/// HMAC-SHA256 computed here, independently of webhookd's signing module.
+/// HMAC-SHA256 computed by devkit, independently of webhookd's signing module.
 pub fn expected_signature(secret: &str, body: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    devkit::receiver::signature(secret, body)
 }
 
 /// A valid `data` object for each event type.
 pub fn sample(event: webhookd::EventType) -> serde_json::Value {
-    webhookd::demo::sample_data(event, 7)
+    devkit::sample_data(event.as_str(), 7)
+}
+
+/// An address on 127.0.0.1 that was free a moment ago: for a daemon run in
+/// this process (unlike the binary, which logs the port it picked for
+/// `127.0.0.1:0`, `daemon::run` does not tell its caller the address it
+/// bound) and for PgBouncer, which retries when the port was taken meanwhile.
+pub fn free_local_address() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port on 127.0.0.1")
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns the whole response

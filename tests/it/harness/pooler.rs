@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::process::free_local_address;
+use super::free_local_address;
 use super::server_url;
 
 /// How PgBouncer hands server connections to clients.

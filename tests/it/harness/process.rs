@@ -1,15 +1,16 @@
-//! The real binary as a child process: one-shot commands with their exit
-//! status and output ([`Webhookd`]), and `webhookd run` with its admin
-//! address, signals, exit status and JSON log lines ([`Replica`]).
+//! The real binary as a child process, through devkit's launcher: one-shot
+//! commands with their exit status and output ([`Webhookd`]), and
+//! `webhookd run` with the admin address it logged, signals, exit status and
+//! log lines ([`Replica`]).
 
 use std::net::SocketAddr;
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::ExitStatus;
 use std::time::Duration;
 
+use devkit::launcher::{Launch, Running, Signal, Stream};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::wait_until;
 
@@ -19,92 +20,85 @@ pub const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 /// Longest a process may take to start, become ready or exit.
 pub const PROCESS_WAIT: Duration = Duration::from_secs(45);
 
-/// One `webhookd run` process, its admin address and its JSON log lines.
+/// This build's `webhookd`.
+pub fn this_binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_webhookd"))
+}
+
+/// One `webhookd run` process (of this build or another), its admin address
+/// and its log lines.
 pub struct Replica {
-    child: tokio::process::Child,
-    /// Its admin address.
+    process: Running,
+    /// Its admin address, as it logged it.
     pub admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    /// Reads stderr into `log` until the process closes it.
-    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Replica {
-    /// Starts `webhookd run` with `flags` on a free admin port.
-    pub fn start(database_url: &str, key: &str, flags: &[&str]) -> Replica {
-        Replica::start_with_env(database_url, key, flags, &[])
+    /// Starts `webhookd run` with `flags` and JSON logs, its admin address on
+    /// a port it picks.
+    pub async fn start(database_url: &str, key: &str, flags: &[&str]) -> Replica {
+        Replica::start_with_env(database_url, key, flags, &[]).await
     }
 
     /// [`Replica::start`] with extra environment variables.
-    pub fn start_with_env(
+    pub async fn start_with_env(
         database_url: &str,
         key: &str,
         flags: &[&str],
         env: &[(&str, &str)],
     ) -> Replica {
-        let admin = free_local_address();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webhookd"))
-            .args(["--log-format", "json", "run", "--allow-private-targets"])
-            .args(["--admin-addr", &admin.to_string()])
-            .args(flags)
-            .env("DATABASE_URL", database_url)
-            .env("WEBHOOKD_SECRET_KEY", key)
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start webhookd run");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let lines = log.clone();
-        let reader = tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Replica {
-            child,
-            admin,
-            log,
-            reader: Some(reader),
-        }
+        let mut args = vec!["--log-format", "json", "run", "--allow-private-targets"];
+        args.extend_from_slice(&["--admin-addr", "127.0.0.1:0"]);
+        args.extend_from_slice(flags);
+        let launch = env.iter().fold(
+            Webhookd::new(database_url, &args).key(key),
+            |launch, (name, value)| launch.env(name, value),
+        );
+        launch.start().await
     }
 
-    /// Sends a signal (`-TERM`, `-KILL`) with kill(1).
+    /// Sends a signal (`-TERM`, `-KILL`).
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("the replica is running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill {signal} {pid}");
+        let which = match signal {
+            "-TERM" => Signal::Term,
+            "-KILL" => Signal::Kill,
+            other => panic!("no such signal in the harness: {other}"),
+        };
+        let pid = self.process.pid();
+        self.process
+            .signal(which)
+            .unwrap_or_else(|err| panic!("kill {signal} {pid}: {err}"));
     }
 
     /// Waits (bounded) for the process to end.
     /// Once it has exited, its last log lines are read too, so the log is
     /// complete when this returns.
     pub async fn exit_status(&mut self) -> ExitStatus {
-        let status = tokio::time::timeout(PROCESS_WAIT, self.child.wait())
+        self.process
+            .exit_status(PROCESS_WAIT)
             .await
-            .unwrap_or_else(|_| panic!("the replica exits within {PROCESS_WAIT:?}"))
-            .expect("wait for the replica");
-        if let Some(reader) = self.reader.take() {
-            let _ = tokio::time::timeout(PROCESS_WAIT, reader).await;
-        }
-        status
+            .expect("wait for the replica")
+            .unwrap_or_else(|| panic!("the replica exits within {PROCESS_WAIT:?}"))
     }
 
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.process.is_running()
     }
 
     /// The HTTP status of `/readyz`, `None` when nothing answers.
     pub async fn readyz(&self) -> Option<u16> {
         http_status(self.admin, "/readyz").await
+    }
+
+    /// `/readyz`: status and JSON body, `None` when nothing answers.
+    pub async fn readyz_body(&self) -> Option<(u16, Value)> {
+        let response =
+            tokio::time::timeout(Duration::from_secs(5), http_exchange(self.admin, "/readyz"))
+                .await
+                .ok()??;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = serde_json::from_str(response.split("\r\n\r\n").nth(1)?).ok()?;
+        Some((status, body))
     }
 
     /// Waits until `/readyz` answers 200 (database answers, LISTEN active).
@@ -119,16 +113,19 @@ impl Replica {
 
     /// The log so far, one JSON object per line (other lines are skipped).
     pub fn log_events(&self) -> Vec<serde_json::Value> {
-        self.log
-            .lock()
-            .unwrap()
+        self.log_lines()
             .iter()
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect()
     }
 
+    /// The log so far, line by line.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.process.lines(Stream::Stderr)
+    }
+
     pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.log_lines().join("\n")
     }
 }
 
@@ -141,72 +138,45 @@ pub fn message(event: &serde_json::Value) -> String {
         .to_string()
 }
 
-/// An address on 127.0.0.1 that was free a moment ago.
-pub fn free_local_address() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port on 127.0.0.1")
-}
-
 /// One GET over a raw TCP connection; the status code, or `None` when the
 /// server does not answer within 5 s.
 pub async fn http_status(address: SocketAddr, path: &str) -> Option<u16> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        String::from_utf8_lossy(&response)
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
+    tokio::time::timeout(Duration::from_secs(5), http_exchange(address, path))
         .await
         .ok()
-        .flatten()
+        .flatten()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
-/// One `webhookd` invocation being prepared.
+/// One GET with `Connection: close`: the whole response, `None` when the
+/// connection fails.
+async fn http_exchange(address: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    Some(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// One `webhookd` invocation being prepared (devkit's launcher).
 pub struct Webhookd {
-    /// The command, for tests that drive the process themselves.
-    pub command: Command,
-    shown: String,
+    launch: Launch,
 }
 
 impl Webhookd {
     /// `webhookd ARGS` against `database_url`, with nothing else from our environment.
     pub fn new(database_url: &str, args: &[&str]) -> Webhookd {
-        Webhookd::with_binary(
-            std::path::Path::new(env!("CARGO_BIN_EXE_webhookd")),
-            database_url,
-            args,
-        )
+        Webhookd::with_binary(this_binary(), database_url, args)
     }
 
     /// The same with another build of `webhookd` (the previous release).
-    pub fn with_binary(binary: &std::path::Path, database_url: &str, args: &[&str]) -> Webhookd {
-        let mut command = Command::new(binary);
-        for (name, _) in std::env::vars_os() {
-            let inherited = name.to_string_lossy();
-            if inherited.starts_with("WEBHOOKD_") || inherited == "RUST_LOG" {
-                command.env_remove(&name);
-            }
-        }
-        command
-            .args(args)
-            .env("DATABASE_URL", database_url)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+    pub fn with_binary(binary: &Path, database_url: &str, args: &[&str]) -> Webhookd {
         Webhookd {
-            command,
-            shown: format!("webhookd {}", args.join(" ")),
+            launch: Launch::new(binary, args).env("DATABASE_URL", database_url),
         }
     }
 
@@ -216,30 +186,72 @@ impl Webhookd {
     }
 
     /// Sets an environment variable.
-    pub fn env(mut self, name: &str, value: &str) -> Webhookd {
-        self.command.env(name, value);
-        self
+    pub fn env(self, name: &str, value: &str) -> Webhookd {
+        Webhookd {
+            launch: self.launch.env(name, value),
+        }
     }
 
     /// Removes an environment variable.
-    pub fn unset(mut self, name: &str) -> Webhookd {
-        self.command.env_remove(name);
-        self
+    pub fn unset(self, name: &str) -> Webhookd {
+        Webhookd {
+            launch: self.launch.unset(name),
+        }
     }
 
     /// Runs to completion within [`COMMAND_LIMIT`].
-    pub async fn output(mut self) -> Outcome {
-        let output = tokio::time::timeout(COMMAND_LIMIT, self.command.output())
+    pub async fn output(self) -> Outcome {
+        self.output_within(COMMAND_LIMIT).await
+    }
+
+    /// Runs to completion within `limit`.
+    pub async fn output_within(self, limit: Duration) -> Outcome {
+        let shown = self.launch.shown().to_string();
+        let finished = self
+            .launch
+            .output(limit)
             .await
-            .unwrap_or_else(|_| panic!("`{}` did not finish within {COMMAND_LIMIT:?}", self.shown))
-            .unwrap_or_else(|err| panic!("cannot start `{}`: {err}", self.shown));
+            .unwrap_or_else(|err| panic!("cannot start `{shown}`: {err}"))
+            .unwrap_or_else(|| panic!("`{shown}` did not finish within {limit:?}"));
         Outcome {
-            shown: self.shown,
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            shown,
+            code: finished.status.code(),
+            stdout: finished.stdout,
+            stderr: finished.stderr,
         }
     }
+
+    /// Starts it as `webhookd run` (the arguments say `run` and
+    /// `--admin-addr 127.0.0.1:0`, a port it picks) and waits for the
+    /// address it bound, which it logs.
+    pub async fn start(self) -> Replica {
+        let Webhookd { launch } = self;
+        let shown = launch.shown().to_string();
+        let process = launch
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start `{shown}`: {err}"));
+        let Some(admin) = process.admin_address(PROCESS_WAIT).await else {
+            panic!(
+                "`{shown}` did not log its admin address within {PROCESS_WAIT:?}:\n{}",
+                process.lines(Stream::Stderr).join("\n")
+            );
+        };
+        Replica { process, admin }
+    }
+}
+
+/// `webhooks create --org ORG --url TARGET --allow-private-targets`: how the
+/// tests create a webhook through the binary (more flags may follow).
+pub fn create_args<'a>(org: &'a str, target: &'a str) -> Vec<&'a str> {
+    vec![
+        "webhooks",
+        "create",
+        "--org",
+        org,
+        "--url",
+        target,
+        "--allow-private-targets",
+    ]
 }
 
 /// What a finished `webhookd` did.

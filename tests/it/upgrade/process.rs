@@ -2,30 +2,19 @@
 //! (one-shot or a daemon), a producer emitting through `outbox.emit`, and a
 //! receiver that can show two daemons sending at once.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use devkit::receiver::Hold;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
-use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::harness::process::{Outcome, Webhookd};
-use crate::harness::wait_until;
+use crate::harness::process::{Outcome, Replica, Webhookd};
+use crate::harness::{wait_until, Receiver};
 
 /// Longest a one-shot command, a start or a stop may take.
 const PROCESS_LIMIT: Duration = Duration::from_secs(30);
@@ -51,25 +40,19 @@ pub async fn run(binary: &Path, database_url: &str, args: &[&str], key: Option<&
 /// two requests at once mean two daemons) and JSON logs.
 pub struct Daemon {
     name: &'static str,
-    child: Child,
-    admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
+    replica: Replica,
 }
 
 impl Daemon {
-    /// Starts `binary run` on a free admin port.
-    pub fn start(name: &'static str, binary: &Path, database_url: &str, key: &str) -> Daemon {
-        let admin = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port");
-        let admin_addr = admin.to_string();
+    /// Starts `binary run`, its admin address on a port it picks.
+    pub async fn start(name: &'static str, binary: &Path, database_url: &str, key: &str) -> Daemon {
         let args = [
             "--log-format",
             "json",
             "run",
             "--allow-private-targets",
             "--admin-addr",
-            &admin_addr,
+            "127.0.0.1:0",
             "--retry-base-delay",
             "100ms",
             "--connect-timeout",
@@ -85,44 +68,15 @@ impl Daemon {
             "--max-in-flight",
             "1",
         ];
-        let mut child = webhookd(binary, database_url, &args, Some(key))
-            .command
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| panic!("starting {name}'s daemon: {err}"));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = log.clone();
-        let stderr = child.stderr.take().expect("piped stderr");
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Daemon {
-            name,
-            child,
-            admin,
-            log,
-        }
+        let replica = webhookd(binary, database_url, &args, Some(key))
+            .start()
+            .await;
+        Daemon { name, replica }
     }
 
     /// `/readyz`: status and body, `None` when nothing answers.
     pub async fn readyz(&self) -> Option<(u16, Value)> {
-        let exchange = async {
-            let mut stream = tokio::net::TcpStream::connect(self.admin).await.ok()?;
-            let request = "GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
-            stream.write_all(request.as_bytes()).await.ok()?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response).await.ok()?;
-            let status = response.split_whitespace().nth(1)?.parse().ok()?;
-            let body = serde_json::from_str(response.split("\r\n\r\n").nth(1)?).ok()?;
-            Some((status, body))
-        };
-        tokio::time::timeout(Duration::from_secs(5), exchange)
-            .await
-            .ok()
-            .flatten()
+        self.replica.readyz_body().await
     }
 
     /// Waits until `/readyz` answers 200.
@@ -137,12 +91,12 @@ impl Daemon {
 
     /// Its log so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.replica.log_text()
     }
 
     /// Its last few WARN and ERROR log lines, under its name.
     pub fn problems(&self) -> String {
-        let log = self.log.lock().unwrap();
+        let log = self.replica.log_lines();
         let lines: Vec<&str> = log
             .iter()
             .map(String::as_str)
@@ -156,16 +110,8 @@ impl Daemon {
 
     /// SIGTERM; asserts exit 0 and no error in its log.
     pub async fn stop_cleanly(mut self) {
-        let pid = self.child.id().expect("the daemon is running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -TERM {pid}");
-        let status = tokio::time::timeout(PROCESS_LIMIT, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{}'s daemon stops within {PROCESS_LIMIT:?}", self.name))
-            .expect("wait for the daemon");
+        self.replica.signal("-TERM");
+        let status = self.replica.exit_status().await;
         let log = self.log();
         assert_eq!(status.code(), Some(0), "{}'s daemon: {log}", self.name);
         assert!(
@@ -242,8 +188,7 @@ impl Emitter {
 /// armed, it holds a lone request (up to [`GATE_HOLD`]) until a second one is
 /// in flight, and remembers the most it ever had in flight at once.
 pub struct GateReceiver {
-    address: SocketAddr,
-    arrivals: Arc<Mutex<Vec<String>>>,
+    receiver: Receiver,
     gate: Arc<Gate>,
 }
 
@@ -273,58 +218,33 @@ impl Gate {
 impl GateReceiver {
     /// Listens on 127.0.0.1.
     pub async fn start() -> GateReceiver {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let arrivals = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Gate {
             armed: AtomicBool::new(false),
             open_now: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             paired: watch::channel(false).0,
         });
-        let (record, gating) = (arrivals.clone(), gate.clone());
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (record, gating) = (record.clone(), gating.clone());
-                let service = service_fn(move |request: Request<Incoming>| {
-                    let (record, gating) = (record.clone(), gating.clone());
-                    async move {
-                        let id = request
-                            .headers()
-                            .get("x-productbridge-delivery-id")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        let _ = request.into_body().collect().await;
-                        gating.pass().await;
-                        record.lock().unwrap().push(id);
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                            Bytes::from_static(b"ok"),
-                        )))
-                    }
-                });
-                tokio::spawn(async move {
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let gating = gate.clone();
+        let hold: Arc<Hold> = Arc::new(move || {
+            let gate = gating.clone();
+            Box::pin(async move { gate.pass().await })
         });
-        GateReceiver {
-            address,
-            arrivals,
-            gate,
-        }
+        let receiver = Receiver::started(Receiver::builder().hold(hold)).await;
+        GateReceiver { receiver, gate }
     }
 
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        self.receiver.url(path)
     }
 
-    /// The delivery ids of the requests answered so far.
+    /// The delivery ids of the requests received so far.
     pub fn arrivals(&self) -> Vec<String> {
-        self.arrivals.lock().unwrap().clone()
+        self.receiver
+            .requests()
+            .iter()
+            .map(|request| request.delivery_id())
+            .collect()
     }
 
     /// From now on, hold a lone request until a second one arrives.

@@ -5,14 +5,15 @@
 //! first), runs real `webhookd run` processes (the release binary next to
 //! this one), drives producers, and prints a table plus JSON.
 //!
-//! `cargo build --release && cargo run --release --bin webhookd-bench -- [--quick] [--scenarios a,b]`
+//! `cargo build --release && cargo run --release -p webhookd-bench -- [--quick] [--scenarios a,b]`
 
 mod process;
 mod scenarios;
+mod sink;
+mod sql;
 
 /// Where the bench works unless told otherwise (see the flag's note).
 const BENCH_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
-mod sink;
 
 use std::time::Duration;
 

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{round3, Bench, BenchResult, Sizes};
 use crate::process::Daemon;
+use crate::sql::{self, Events};
 
 impl Bench {
     /// Producer cost (scenario 4): a pgbench-style business transaction at
@@ -24,20 +25,7 @@ impl Bench {
             "producer: business transaction at {PRODUCER_CLIENTS} clients, {rounds} rounds of {seconds}s per mode"
         );
         let db = self.fresh_db().await?;
-        db.client
-            .batch_execute(
-                "CREATE TABLE bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL DEFAULT 0);
-                 CREATE TABLE bench_tellers (id int PRIMARY KEY, balance bigint NOT NULL DEFAULT 0);
-                 CREATE TABLE bench_history (id bigserial PRIMARY KEY, account int, teller int, delta int,
-                                             at timestamptz DEFAULT now());
-                 CREATE TABLE bench_plain_events (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-                                                  organization_id uuid NOT NULL, event text NOT NULL,
-                                                  data jsonb NOT NULL,
-                                                  occurred_at timestamptz NOT NULL DEFAULT clock_timestamp());
-                 INSERT INTO bench_accounts (id) SELECT generate_series(1, 100000);
-                 INSERT INTO bench_tellers (id) SELECT generate_series(1, 100);",
-            )
-            .await?;
+        sql::create_business_tables(&db.client).await?;
         let modes = [
             ProducerMode::NoOutbox,
             ProducerMode::PlainInsert,
@@ -47,26 +35,13 @@ impl Bench {
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         for round in 1..=rounds {
             for (index, mode) in modes.iter().enumerate() {
-                // Not in one batch: VACUUM cannot run inside a transaction.
-                for table in [
-                    "bench_accounts",
-                    "bench_tellers",
-                    "bench_history",
-                    "bench_plain_events",
-                    "outbox.events",
-                ] {
-                    db.client
-                        .batch_execute(&format!("VACUUM ANALYZE {table}"))
-                        .await?;
-                }
+                sql::vacuum_analyze(&db.client, &sql::PRODUCER_TABLES).await?;
                 let tps = business_transactions(&db.url, *mode, seconds).await?;
                 println!("  round {round}: {:<34} {tps:>8.0} TPS", mode.name());
                 samples[index].push(tps);
             }
         }
-        db.client
-            .execute("SELECT setval('outbox.wakeup_notify', 1)", &[])
-            .await?;
+        sql::set_wakeup_notify(&db.client, true).await?;
         let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
         let base = medians[0];
         let overhead = |tps: f64| round3((1.0 - tps / base) * 100.0);
@@ -99,6 +74,8 @@ impl Bench {
 }
 
 const PRODUCER_CLIENTS: usize = 8;
+/// Events per fan-out statement while a backlog is set up.
+const FAN_OUT_BATCH: i32 = 10_000;
 
 /// What a business transaction adds to its three statements.
 #[derive(Debug, Clone, Copy)]
@@ -133,12 +110,7 @@ fn median(samples: &mut [f64]) -> f64 {
 async fn business_transactions(url: &str, mode: ProducerMode, seconds: u64) -> BenchResult<f64> {
     let admin = webhookd::db::connect_single(url).await?;
     let notify = matches!(mode, ProducerMode::Emit { notify: true });
-    admin
-        .execute(
-            "SELECT setval('outbox.wakeup_notify', $1)",
-            &[&(notify as i64)],
-        )
-        .await?;
+    sql::set_wakeup_notify(&admin, notify).await?;
     let org = Uuid::new_v4();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut clients = Vec::new();
@@ -148,20 +120,12 @@ async fn business_transactions(url: &str, mode: ProducerMode, seconds: u64) -> B
         // pgbench's `-M prepared` would.
         let extra = match mode {
             ProducerMode::NoOutbox => None,
-            ProducerMode::PlainInsert => Some(
-                "INSERT INTO bench_plain_events (organization_id, event, data) VALUES ($1, 'vote.created', $2)",
-            ),
-            ProducerMode::Emit { .. } => Some("SELECT outbox.emit($1, 'vote.created', $2)"),
+            ProducerMode::PlainInsert => Some(sql::PLAIN_INSERT),
+            ProducerMode::Emit { .. } => Some(sql::EMIT),
         };
-        let accounts = client
-            .prepare("UPDATE bench_accounts SET balance = balance + 1 WHERE id = $1")
-            .await?;
-        let tellers = client
-            .prepare("UPDATE bench_tellers SET balance = balance + 1 WHERE id = $1")
-            .await?;
-        let history = client
-            .prepare("INSERT INTO bench_history (account, teller, delta) VALUES ($1, $2, 1)")
-            .await?;
+        let accounts = client.prepare(sql::BUSINESS_ACCOUNT).await?;
+        let tellers = client.prepare(sql::BUSINESS_TELLER).await?;
+        let history = client.prepare(sql::BUSINESS_HISTORY).await?;
         let extra = match extra {
             Some(sql) => Some(client.prepare(sql).await?),
             None => None,
@@ -213,28 +177,21 @@ impl Bench {
         for pending in sizes.backlogs {
             let db = self.fresh_db().await?;
             let org = Uuid::new_v4();
-            let webhook = self.webhook(&db, org, "/ok").await?;
-            // Straight into the tables: the scenario is about the queue, and
-            // fan-out of a million events would dominate the setup.
-            db.client
-                .batch_execute("SELECT setval('outbox.wakeup_notify', 0)")
-                .await?;
+            self.webhook(&db, org, "/ok").await?;
+            // Filled and fanned out before the daemon starts: the scenario is
+            // about the queue, so fan-out (webhookd's own, in large batches)
+            // is setup here, with the wake-up NOTIFY off meanwhile.
+            sql::set_wakeup_notify(&db.client, false).await?;
             self.fill(&db, org, pending).await?;
-            db.client
-                .execute(
-                    "WITH fanned AS (UPDATE outbox.events SET fanned_out_at = now() RETURNING id, organization_id)
-                     INSERT INTO outbox.deliveries (event_id, webhook_id, organization_id)
-                     SELECT id, $1, organization_id FROM fanned",
-                    &[&webhook],
-                )
-                .await?;
-            db.client
-                .batch_execute("SELECT setval('outbox.wakeup_notify', 1)")
-                .await?;
-            db.client
-                .batch_execute("VACUUM ANALYZE outbox.events, outbox.deliveries")
-                .await?;
-            let claim_ms = claim_time(&db.url).await?;
+            while webhookd::db::queue::fan_out(&db.client, FAN_OUT_BATCH)
+                .await?
+                .events
+                > 0
+            {}
+            sql::set_wakeup_notify(&db.client, true).await?;
+            sql::vacuum_analyze(&db.client, &["outbox.events", "outbox.deliveries"]).await?;
+            let mut claimer = webhookd::db::connect_single(&db.url).await?;
+            let claim_ms = sql::claim_time(&mut claimer).await?;
             // Never wait for more deliveries than the backlog holds.
             let measured = sizes.backlog_measured.min(pending as u64);
             let drained = self.drain(&db, 1, measured, &[]).await?;
@@ -269,17 +226,11 @@ impl Bench {
         let mut produced = 0i64;
         while started.elapsed() < Duration::from_secs(seconds) {
             tick.tick().await;
-            producer
-                .execute(
-                    "INSERT INTO outbox.events (organization_id, event, data)
-                     SELECT $1, 'vote.created', jsonb_build_object('id', 'v' || i, 'post_id', 'p')
-                     FROM generate_series($2::bigint, $3::bigint) AS i",
-                    &[&org, &(produced + 1), &(produced + per_tick)],
-                )
-                .await?;
+            let tick_events = (produced + 1, produced + per_tick);
+            sql::insert_events(&producer, Events::SoakTick, org, tick_events).await?;
             produced += per_tick;
             if started.elapsed() >= next_sample {
-                let sample = table_sample(&db.client).await?;
+                let sample = sql::table_sample(&db.client).await?;
                 println!(
                     "  t={:>4}s delivered {:>8}  live/dead tuples: deliveries {}/{} events {}/{} attempts {}/{}  total size {:.1} MiB",
                     started.elapsed().as_secs(),
@@ -312,66 +263,4 @@ impl Bench {
             "samples": samples,
         }))
     }
-}
-
-/// Median execution time of the daemon's claim statement (the call of its
-/// PL/pgSQL function, whose settings it carries), in a transaction that is
-/// rolled back; the median leaves out the first call's planning.
-async fn claim_time(url: &str) -> BenchResult<f64> {
-    let mut client = webhookd::db::connect_single(url).await?;
-    client.batch_execute("SET enable_bitmapscan = off").await?;
-    let claim = include_str!("../../../../sql/queries/claim.sql");
-    let mut times = Vec::new();
-    for _ in 0..5 {
-        let tx = client.transaction().await?;
-        let statement = tx
-            .prepare(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {claim}"))
-            .await?;
-        let lease: i64 = 90_000;
-        let (none, free): (Vec<Uuid>, Vec<i32>) = (Vec::new(), Vec::new());
-        let row = tx
-            .query_one(
-                &statement,
-                &[
-                    &128i32,
-                    &256i32,
-                    &false,
-                    &none,
-                    &free,
-                    &8i32,
-                    &lease,
-                    &Uuid::new_v4(),
-                ],
-            )
-            .await?;
-        let plan: serde_json::Value = row.get(0);
-        times.push(plan[0]["Execution Time"].as_f64().unwrap_or(f64::NAN));
-        tx.rollback().await?;
-    }
-    times.sort_by(|a, b| a.total_cmp(b));
-    Ok(times[2])
-}
-
-/// Live and dead tuples and total sizes of the queue's tables.
-async fn table_sample(client: &tokio_postgres::Client) -> BenchResult<serde_json::Value> {
-    let rows = client
-        .query(
-            "SELECT relname, n_live_tup, n_dead_tup, pg_total_relation_size(relid)::float8 / 1048576 AS mib
-             FROM pg_stat_user_tables WHERE schemaname = 'outbox'
-               AND relname IN ('events', 'deliveries', 'delivery_attempts')",
-            &[],
-        )
-        .await?;
-    let mut sample = serde_json::Map::new();
-    let mut total = 0.0;
-    for row in rows {
-        let mib: f64 = row.get("mib");
-        total += mib;
-        sample.insert(
-            row.get::<_, String>("relname"),
-            json!({"live": row.get::<_, i64>("n_live_tup"), "dead": row.get::<_, i64>("n_dead_tup"), "mib": round3(mib)}),
-        );
-    }
-    sample.insert("total_mib".to_string(), json!(round3(total)));
-    Ok(serde_json::Value::Object(sample))
 }

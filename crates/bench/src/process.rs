@@ -1,19 +1,20 @@
 //! Real `webhookd run` processes, and what they and PostgreSQL cost, read
 //! from /proc: CPU seconds and peak RSS.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use devkit::launcher::{Launch, Running};
 
 /// Clock ticks per second of /proc's CPU times (USER_HZ; 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
+/// How long a daemon may take to stop after SIGTERM before it is killed.
+const STOP_LIMIT: Duration = Duration::from_secs(30);
 
 /// A running `webhookd run`.
 pub struct Daemon {
-    child: Child,
-    pid: u32,
+    process: Running,
 }
 
 /// What a daemon used.
@@ -32,54 +33,47 @@ pub fn webhookd_binary() -> PathBuf {
 }
 
 impl Daemon {
-    /// Starts `webhookd run` against `database_url` with `extra` flags.
+    /// Starts `webhookd run` against `database_url` with `extra` flags, its
+    /// admin address on a free port. Only its errors reach our stderr.
     pub fn spawn(database_url: &str, key: &str, extra: &[&str]) -> std::io::Result<Daemon> {
-        Daemon::spawn_with_admin(database_url, key, "127.0.0.1:0", extra)
-    }
-
-    /// [`Daemon::spawn`] with its admin address (`/metrics`) at `admin`.
-    pub fn spawn_with_admin(
-        database_url: &str,
-        key: &str,
-        admin: &str,
-        extra: &[&str],
-    ) -> std::io::Result<Daemon> {
-        let mut args = vec!["run", "--allow-private-targets", "--admin-addr", admin];
+        let mut args = vec![
+            "run",
+            "--allow-private-targets",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ];
         args.extend_from_slice(extra);
-        let child = Command::new(webhookd_binary())
-            .args(&args)
+        let process = Launch::new(webhookd_binary(), &args)
             .env("DATABASE_URL", database_url)
             .env("WEBHOOKD_SECRET_KEY", key)
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
+            // Errors, and the one line that names the admin address.
+            .env("RUST_LOG", "error,webhookd::daemon=info")
+            .echo_stderr(|line| !line.contains(" INFO ") && !line.contains(" WARN "))
             .spawn()?;
-        let pid = child.id().unwrap_or(0);
-        Ok(Daemon { child, pid })
+        Ok(Daemon { process })
+    }
+
+    /// The admin address (`/metrics`) it bound, once it says so.
+    pub async fn admin_address(&self) -> std::io::Result<SocketAddr> {
+        self.process
+            .admin_address(STOP_LIMIT)
+            .await
+            .ok_or_else(|| std::io::Error::other("the daemon did not name its admin address"))
     }
 
     /// CPU and peak RSS so far.
     pub fn usage(&self) -> Usage {
+        let pid = self.process.pid();
         Usage {
-            cpu_seconds: cpu_seconds(self.pid).unwrap_or(0.0),
-            peak_rss_mib: peak_rss_kib(self.pid).unwrap_or(0) as f64 / 1024.0,
+            cpu_seconds: cpu_seconds(pid).unwrap_or(0.0),
+            peak_rss_mib: peak_rss_kib(pid).unwrap_or(0) as f64 / 1024.0,
         }
     }
 
-    /// SIGTERM, then wait (bounded); returns the usage read just before.
+    /// SIGTERM, then wait (bounded; SIGKILL after); returns the usage read just before.
     pub async fn stop(mut self) -> Usage {
         let usage = self.usage();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
+        let _ = self.process.stop(STOP_LIMIT).await;
         usage
     }
 }

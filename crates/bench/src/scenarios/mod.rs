@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use devkit::scratch::ScratchDb;
 use serde_json::json;
 use uuid::Uuid;
 use webhookd::manage::{self, CreateWebhook};
@@ -13,86 +14,15 @@ use webhookd::signing::SecretBox;
 
 use crate::process::{self, Daemon, Usage};
 use crate::sink::{Sink, Tally};
+use crate::sql::{self, Events};
 
 mod database;
+mod sizes;
 mod xmin;
 
-type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+pub use sizes::Sizes;
 
-/// How big each scenario is.
-pub struct Sizes {
-    throughput_events: i64,
-    fanout_events: i64,
-    fanout_webhooks: usize,
-    latency_seconds: u64,
-    latency_rate: u64,
-    isolation_events: i64,
-    replica_events: i64,
-    producer_seconds: u64,
-    producer_rounds: usize,
-    backlogs: [i64; 2],
-    backlog_measured: u64,
-    soak_seconds: u64,
-    soak_rate: u64,
-    xmin_seconds: u64,
-    xmin_rate: u64,
-}
-
-impl Sizes {
-    /// The sizes of the issue's scenarios.
-    pub fn full() -> Sizes {
-        Sizes {
-            throughput_events: 50_000,
-            fanout_events: 5_000,
-            fanout_webhooks: 10,
-            latency_seconds: 30,
-            latency_rate: 200,
-            isolation_events: 5_000,
-            replica_events: 50_000,
-            producer_seconds: 10,
-            producer_rounds: 3,
-            backlogs: [10_000, 1_000_000],
-            backlog_measured: 10_000,
-            soak_seconds: 600,
-            soak_rate: 3_500,
-            xmin_seconds: 300,
-            xmin_rate: 50,
-        }
-    }
-
-    /// Replaces the soak's rate and length where given.
-    pub fn override_soak(&mut self, rate: Option<u64>, seconds: Option<u64>) {
-        self.soak_rate = rate.unwrap_or(self.soak_rate);
-        self.soak_seconds = seconds.unwrap_or(self.soak_seconds);
-    }
-
-    /// Replaces the xmin scenario's rate and length where given.
-    pub fn override_xmin(&mut self, rate: Option<u64>, seconds: Option<u64>) {
-        self.xmin_rate = rate.unwrap_or(self.xmin_rate);
-        self.xmin_seconds = seconds.unwrap_or(self.xmin_seconds);
-    }
-
-    /// About a minute and a half in all.
-    pub fn quick() -> Sizes {
-        Sizes {
-            throughput_events: 10_000,
-            fanout_events: 1_000,
-            fanout_webhooks: 10,
-            latency_seconds: 10,
-            latency_rate: 200,
-            isolation_events: 2_000,
-            replica_events: 10_000,
-            producer_seconds: 3,
-            producer_rounds: 1,
-            backlogs: [10_000, 100_000],
-            backlog_measured: 5_000,
-            soak_seconds: 60,
-            soak_rate: 1_000,
-            xmin_seconds: 20,
-            xmin_rate: 50,
-        }
-    }
-}
+pub type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// What every scenario shares.
 pub struct Bench {
@@ -103,10 +33,9 @@ pub struct Bench {
     secrets: SecretBox,
 }
 
-/// A database of one scenario's own; dropped afterwards.
+/// A database of one scenario's own, migrated; dropped afterwards.
 struct BenchDb {
-    server_url: String,
-    name: String,
+    scratch: ScratchDb,
     url: String,
     client: tokio_postgres::Client,
 }
@@ -114,14 +43,7 @@ struct BenchDb {
 impl BenchDb {
     async fn drop_database(self) {
         drop(self.client);
-        if let Ok(admin) = webhookd::db::connect_single(&self.server_url).await {
-            let _ = admin
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.name
-                ))
-                .await;
-        }
+        self.scratch.drop_now().await;
     }
 }
 
@@ -190,7 +112,7 @@ impl Drained {
     }
 }
 
-fn round3(value: f64) -> f64 {
+pub fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
 
@@ -208,20 +130,12 @@ impl Bench {
     }
 
     async fn fresh_db(&self) -> BenchResult<BenchDb> {
-        let name = format!(
-            "webhookd_bench_{}",
-            &Uuid::new_v4().simple().to_string()[..12]
-        );
-        let admin = webhookd::db::connect_single(&self.server_url).await?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await?;
-        let url = webhookd::db::url_with_database(&self.server_url, &name);
+        let scratch = ScratchDb::create(&self.server_url, "webhookd_bench").await?;
+        let url = scratch.url().to_string();
         let mut client = webhookd::db::connect_single(&url).await?;
         webhookd::db::migrate(&mut client).await?;
         Ok(BenchDb {
-            server_url: self.server_url.clone(),
-            name,
+            scratch,
             url,
             client,
         })
@@ -250,15 +164,7 @@ impl Bench {
         let mut done = 0;
         while done < events {
             let chunk = (events - done).min(10_000);
-            db.client
-                .execute(
-                    "INSERT INTO outbox.events (organization_id, event, data)
-                     SELECT $1, 'vote.created',
-                            jsonb_build_object('id', 'v' || i, 'post_id', 'p' || i, 'post_title', 'Add dark mode')
-                     FROM generate_series($2::bigint, $3::bigint) AS i",
-                    &[&org, &(done + 1), &(done + chunk)],
-                )
-                .await?;
+            sql::insert_events(&db.client, Events::Fill, org, (done + 1, done + chunk)).await?;
             done += chunk;
         }
         Ok(())
@@ -298,14 +204,7 @@ impl Bench {
         for daemon in daemons {
             usage.push(daemon.stop().await);
         }
-        let recorded: i64 = db
-            .client
-            .query_one(
-                "SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'",
-                &[],
-            )
-            .await?
-            .get(0);
+        let recorded = sql::delivered(&db.client).await?;
         if (recorded as u64) < expected {
             return Err(
                 format!("only {recorded} of {expected} deliveries recorded as delivered").into(),
@@ -400,9 +299,7 @@ impl Bench {
         let postgres_before = process::postgres_cpu_seconds();
         let daemon = Daemon::spawn(&db.url, &self.key, &[])?;
         // A first event proves the daemon listens before the clock starts.
-        db.client
-            .execute("SELECT outbox.emit($1, 'vote.created', '{\"id\": \"warm-up\", \"post_id\": \"p\"}')", &[&org])
-            .await?;
+        sql::emit_warm_up(&db.client, org).await?;
         wait_for_ok(tally, 1, Duration::from_secs(30)).await?;
         tally.reset();
         tally.record_arrivals();

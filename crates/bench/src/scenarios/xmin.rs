@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::{round3, wait_for_ok, Bench, BenchDb, BenchResult, Sizes};
 use crate::process::Daemon;
+use crate::sql;
 
 /// The queue's tables whose sizes are reported.
 const TABLES: [&str; 4] = ["webhooks", "events", "deliveries", "delivery_attempts"];
@@ -50,22 +51,16 @@ impl Bench {
         let db = self.fresh_db().await?;
         let org = Uuid::new_v4();
         self.webhook(&db, org, "/ok").await?;
-        let autovacuum: String = db
-            .client
-            .query_one("SELECT current_setting('autovacuum')", &[])
-            .await?
-            .get(0);
+        let autovacuum = sql::autovacuum(&db.client).await?;
         let tally = &self.sink.tally;
         tally.reset();
-        let admin = free_local_address()?;
-        let daemon = Daemon::spawn_with_admin(&db.url, &self.key, &admin.to_string(), &[])?;
-        db.client
-            .execute("SELECT outbox.emit($1, 'vote.created', '{\"id\": \"warm-up\", \"post_id\": \"p\"}')", &[&org])
-            .await?;
+        let daemon = Daemon::spawn(&db.url, &self.key, &[])?;
+        let admin = daemon.admin_address().await?;
+        sql::emit_warm_up(&db.client, org).await?;
         wait_for_ok(tally, 1, Duration::from_secs(30)).await?;
         tally.reset();
         tally.record_arrivals();
-        let before = relation_sizes(&db.client).await?;
+        let before = sql::relation_sizes(&db.client, &TABLES).await?;
         let run = self
             .held_run(&db, org, (rate, seconds, window), admin)
             .await?;
@@ -129,7 +124,7 @@ impl Bench {
         let mut samples = Vec::new();
         for boundary in (window..=seconds).step_by(window as usize) {
             tokio::time::sleep_until((started + Duration::from_secs(boundary)).into()).await;
-            samples.push(relation_sizes(&db.client).await?);
+            samples.push(sql::relation_sizes(&db.client, &TABLES).await?);
         }
         producer.await??;
         let commits = commits.lock().unwrap().clone();
@@ -141,7 +136,7 @@ impl Bench {
         .await?;
         let metrics = horizon_metrics(admin, Duration::from_secs(35)).await;
         let held_seconds = started.elapsed().as_secs_f64();
-        let after = relation_sizes(&db.client).await?;
+        let after = sql::relation_sizes(&db.client, &TABLES).await?;
         holder.batch_execute("COMMIT").await?;
         Ok(HeldRun {
             started,
@@ -161,9 +156,7 @@ async fn hold_transaction(url: &str) -> BenchResult<tokio_postgres::Client> {
     let client =
         webhookd::db::connect_single(&format!("{url}{separator}application_name=stuck-report"))
             .await?;
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT txid_current();")
-        .await?;
+    sql::hold_horizon(&client).await?;
     Ok(client)
 }
 
@@ -323,51 +316,6 @@ fn print_sizes(before: &Value, after: &Value) {
     }
 }
 
-/// Heap, total and per-index sizes (KiB) and live/dead tuples of the
-/// queue's tables.
-async fn relation_sizes(client: &tokio_postgres::Client) -> BenchResult<Value> {
-    let tables: Vec<String> = TABLES.iter().map(|t| t.to_string()).collect();
-    let mut sizes = serde_json::Map::new();
-    for row in client
-        .query(
-            "SELECT relname::text, n_live_tup, n_dead_tup,
-                    pg_relation_size(relid) / 1024 AS heap_kib,
-                    pg_total_relation_size(relid) / 1024 AS total_kib
-             FROM pg_stat_user_tables WHERE schemaname = 'outbox' AND relname = ANY($1)",
-            &[&tables],
-        )
-        .await?
-    {
-        sizes.insert(
-            row.get(0),
-            json!({
-                "live_tuples": row.get::<_, i64>(1),
-                "dead_tuples": row.get::<_, i64>(2),
-                "heap_kib": row.get::<_, i64>(3),
-                "total_kib": row.get::<_, i64>(4),
-                "indexes_kib": {},
-            }),
-        );
-    }
-    for row in client
-        .query(
-            "SELECT relname::text, indexrelname::text, pg_relation_size(indexrelid) / 1024
-             FROM pg_stat_user_indexes WHERE schemaname = 'outbox' AND relname = ANY($1)",
-            &[&tables],
-        )
-        .await?
-    {
-        let (table, index): (String, String) = (row.get(0), row.get(1));
-        if let Some(indexes) = sizes
-            .get_mut(&table)
-            .and_then(|t| t["indexes_kib"].as_object_mut())
-        {
-            indexes.insert(index, json!(row.get::<_, i64>(2)));
-        }
-    }
-    Ok(Value::Object(sizes))
-}
-
 /// The daemon's horizon metrics, once its check has seen the held
 /// transaction (it looks every 30 s) or after `limit`.
 async fn horizon_metrics(admin: SocketAddr, limit: Duration) -> Value {
@@ -415,9 +363,4 @@ async fn http_get(address: SocketAddr, path: &str) -> std::io::Result<String> {
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_string())
         .unwrap_or_default())
-}
-
-/// A free port on 127.0.0.1 for the daemon's admin address.
-fn free_local_address() -> std::io::Result<SocketAddr> {
-    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
 }

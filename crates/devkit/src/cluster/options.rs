@@ -17,8 +17,8 @@ const REPLICATION_HBA: &str = "host replication all 127.0.0.1/32 trust";
 /// trust authentication on 127.0.0.1, initdb's pg_hba.conf, fsync off.
 ///
 /// ```no_run
-/// # async fn example() -> Result<(), webhookd::demo::cluster::ClusterError> {
-/// use webhookd::demo::cluster::ClusterOptions;
+/// # async fn example() -> Result<(), devkit::cluster::ClusterError> {
+/// use devkit::cluster::ClusterOptions;
 /// let primary = ClusterOptions::new().replication().start().await?;
 /// let standby = ClusterOptions::new().start_standby_of(&primary).await?;
 /// # Ok(()) }
