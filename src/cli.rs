@@ -133,17 +133,15 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Webhooks(command) => webhooks_command(url, command).await,
         Command::Keys(KeysCommand::Rotate) => rotate_keys(url).await,
         Command::Emit { org, event, data } => {
-            let data: serde_json::Value = serde_json::from_str(&data)
-                .map_err(|err| Error::Input(format!("--data is not valid JSON: {err}")))?;
+            let event = manage::NewEvent::parse(org, event, &data)?;
             let client = connected(url).await?;
-            let id = db::webhooks::emit(&client, org, &event, &data).await?;
+            let id = manage::emit(&client, &event).await?;
             println!("{id}");
             Ok(())
         }
         Command::Redeliver { delivery_id } => {
             let client = connected(url).await?;
-            db::webhooks::redeliver(&client, delivery_id).await?;
-            db::notify_wakeup(&client).await?;
+            manage::redeliver(&client, delivery_id).await?;
             println!("delivery {delivery_id} is pending again");
             Ok(())
         }
@@ -212,7 +210,7 @@ async fn webhooks_command(url: &str, command: WebhooksCommand) -> Result<()> {
         }
         WebhooksCommand::Revoke { webhook_id } => {
             let mut client = connected(url).await?;
-            let revoked = db::webhooks::revoke(&mut client, webhook_id).await?;
+            let revoked = manage::revoke(&mut client, webhook_id).await?;
             if revoked.newly_revoked {
                 println!(
                     "webhook {webhook_id} revoked; {} pending deliveries cancelled",

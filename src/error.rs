@@ -68,6 +68,34 @@ impl Error {
         }
     }
 
+    /// Bad input from the caller.
+    pub fn input(message: impl Into<String>) -> Self {
+        Error::Input(message.into())
+    }
+
+    /// The thing asked for does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Error::NotFound(message.into())
+    }
+
+    /// The thing is in a state that forbids the request.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Error::Conflict(message.into())
+    }
+
+    /// Anything else at run time.
+    pub fn other(message: impl Into<String>) -> Self {
+        Error::Other(message.into())
+    }
+
+    /// The SQLSTATE of a database error.
+    pub fn sql_state(&self) -> Option<&SqlState> {
+        match self {
+            Error::Database { source, .. } => source.code(),
+            _ => None,
+        }
+    }
+
     /// True when the user can fix it by changing input or configuration
     /// (exit code 2); false for operational failures (exit code 1).
     pub fn is_user_error(&self) -> bool {

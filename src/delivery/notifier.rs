@@ -253,8 +253,8 @@ impl Notifier {
             }
         });
         let _abort = AbortOnDrop(driver.abort_handle());
-        if let Err(err) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-            return ListenEnd::Lost(format!("LISTEN failed: {err}"));
+        if let Err(err) = crate::db::listen(&client).await {
+            return ListenEnd::Lost(err.to_string());
         }
         // A probe can be slow on a loaded server: LISTEN is called deaf
         // only when several in a row never come back.
@@ -294,7 +294,7 @@ impl Notifier {
                     self.wake.notify_one();
                 }
                 _ = ping.tick() => {
-                    let alive = tokio::time::timeout(self.config.ping_interval, client.simple_query("SELECT 1")).await;
+                    let alive = tokio::time::timeout(self.config.ping_interval, crate::db::ping(&client)).await;
                     if !matches!(alive, Ok(Ok(_))) {
                         return ListenEnd::Lost("ping failed".to_string());
                     }

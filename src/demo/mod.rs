@@ -75,10 +75,7 @@ impl DemoDatabase {
             &Uuid::new_v4().simple().to_string()[..12]
         );
         let admin = db::connect_single(&server_url).await?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .map_err(|err| Error::db("creating the demo database", err))?;
+        db::create_database(&admin, &name).await?;
         println!(
             "  database: {name} on {} (dropped afterwards)",
             db::redact_url(&server_url)
@@ -93,9 +90,7 @@ impl DemoDatabase {
     async fn close(&mut self) {
         if let Some((server_url, name)) = self.created.take() {
             if let Ok(admin) = db::connect_single(&server_url).await {
-                let _ = admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await;
+                let _ = db::drop_database(&admin, &name).await;
             }
         }
         if let Some(mut cluster) = self.cluster.take() {
@@ -159,13 +154,7 @@ async fn run_in(url: &str) -> Result<()> {
 
     let started = Instant::now();
     for (index, event) in EventType::ALL.into_iter().enumerate() {
-        db::webhooks::emit(
-            &client,
-            organization,
-            event.as_str(),
-            &sample_data(event, index),
-        )
-        .await?;
+        crate::emit(&client, organization, event, &sample_data(event, index)).await?;
     }
     println!("\nEmitted one event of each of the 11 types for organization {organization}; the daemon delivers them:\n");
 
@@ -243,11 +232,14 @@ fn print_arrival(started: Instant, arrival: &Arrival) {
 async fn wait_until_settled(client: &tokio_postgres::Client, organization: Uuid) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let webhooks = db::webhooks::list(client, organization).await?;
-        if webhooks
-            .iter()
-            .all(|webhook| webhook.pending_deliveries == 0)
-        {
+        let webhooks = manage::list(client, organization).await?;
+        let pending = |webhook: &manage::WebhookView| {
+            webhook
+                .health
+                .as_ref()
+                .map_or(0, |health| health.pending_deliveries)
+        };
+        if webhooks.iter().all(|webhook| pending(webhook) == 0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -272,20 +264,18 @@ async fn print_status(client: &tokio_postgres::Client, organization: Uuid) -> Re
         "pending",
         "failed",
     ]);
-    let time = |value: Option<chrono::DateTime<chrono::Utc>>| {
-        value
-            .map(crate::event::format_occurred_at)
-            .unwrap_or_else(|| "-".to_string())
-    };
-    for webhook in db::webhooks::list(client, organization).await? {
+    for webhook in manage::list(client, organization).await? {
+        let Some(health) = webhook.health else {
+            continue;
+        };
         row([
             &webhook.label,
             &webhook.status,
-            &time(webhook.last_success_at),
-            &time(webhook.last_failure_at),
-            webhook.last_failure_reason.as_deref().unwrap_or("-"),
-            &webhook.pending_deliveries.to_string(),
-            &webhook.failed_deliveries.to_string(),
+            health.last_success_at.as_deref().unwrap_or("-"),
+            health.last_failure_at.as_deref().unwrap_or("-"),
+            health.last_failure_reason.as_deref().unwrap_or("-"),
+            &health.pending_deliveries.to_string(),
+            &health.failed_deliveries.to_string(),
         ]);
     }
     Ok(())

@@ -143,7 +143,7 @@ async fn rotate_reencrypts_every_secret_once_and_deliveries_still_verify() {
         .create_webhook(Uuid::new_v4(), &receiver.url("/gone"))
         .await;
     let mut client = app.db.client().await;
-    webhookd::db::webhooks::revoke(&mut client, revoked.id)
+    webhookd::manage::revoke(&mut client, revoked.id)
         .await
         .unwrap();
     let secrets = HashMap::from([(webhook.id, webhook.secret.clone())]);
