@@ -14,7 +14,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use uuid::Uuid;
-use webhookd::config::RunArgs;
+use webhookd::config::{RunArgs, SecretArgs};
+use webhookd::delivery::sender::SystemResolver;
 use webhookd::signing::SecretBox;
 
 #[tokio::main]
@@ -81,7 +82,8 @@ async fn run(url: &str, events: i64) -> Result<(), Box<dyn std::error::Error>> {
         admin_addr: ([127, 0, 0, 1], 0).into(),
         ..RunArgs::default()
     };
-    let config = args.validate(url, Some(&key))?;
+    let secrets = SecretArgs::with_key(&key);
+    let config = args.validate(url, &secrets, Arc::new(SystemResolver))?;
     let (trigger, shutdown) = webhookd::shutdown::channel();
     let started = Instant::now();
     let daemon = tokio::spawn(webhookd::daemon::run(config, shutdown));

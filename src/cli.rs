@@ -1,10 +1,12 @@
 //! The command line (docs/CONTRACT.md §6): argument definitions and what each command does.
 //! `main` only parses, calls [`execute`] and maps errors to exit codes.
 
-use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use uuid::Uuid;
 
-use crate::config::RunArgs;
+use crate::config::{RunArgs, SecretArgs};
 use crate::db;
 use crate::delivery::sender::SystemResolver;
 use crate::error::{Error, Result};
@@ -28,9 +30,29 @@ pub struct Cli {
         global = true
     )]
     pub log_format: LogFormat,
+    /// The secrets, from the environment.
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+    /// Whether `--database-url` or `DATABASE_URL` was given rather than
+    /// defaulted (the demo falls back to a server of its own only then).
+    #[arg(skip)]
+    pub database_url_given: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process's arguments and environment (stage one of the
+    /// configuration, see `config`).
+    pub fn try_parse_args() -> Result<Cli, clap::Error> {
+        let matches = Cli::command().try_get_matches()?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        cli.database_url_given = matches
+            .value_source("database_url")
+            .is_some_and(|source| source != clap::parser::ValueSource::DefaultValue);
+        Ok(cli)
+    }
 }
 
 /// The subcommands.
@@ -115,14 +137,12 @@ pub enum KeysCommand {
 /// Runs one command to completion.
 pub async fn execute(cli: Cli) -> Result<()> {
     let url = cli.database_url.as_str();
+    let secrets = &cli.secrets;
     match cli.command {
         Command::Migrate { check } => migrate_command(url, check).await,
         Command::Run(args) => {
             let stop = StopSignals::install();
-            let keyring = crate::config::keyring_from_env()?;
-            let mut config = args.validate_with_keyring(url, keyring)?;
-            config.admin_token =
-                crate::config::admin_token(std::env::var("WEBHOOKD_ADMIN_TOKEN").ok())?;
+            let config = args.validate(url, secrets, Arc::new(SystemResolver))?;
             let (trigger, shutdown) = shutdown::channel();
             tokio::spawn(async move {
                 stop.wait().await;
@@ -130,8 +150,8 @@ pub async fn execute(cli: Cli) -> Result<()> {
             });
             crate::daemon::run(config, shutdown).await
         }
-        Command::Webhooks(command) => webhooks_command(url, command).await,
-        Command::Keys(KeysCommand::Rotate) => rotate_keys(url).await,
+        Command::Webhooks(command) => webhooks_command(url, secrets, command).await,
+        Command::Keys(KeysCommand::Rotate) => rotate_keys(url, secrets).await,
         Command::Emit { org, event, data } => {
             let event = manage::NewEvent::parse(org, event, &data)?;
             let client = connected(url).await?;
@@ -145,7 +165,10 @@ pub async fn execute(cli: Cli) -> Result<()> {
             println!("delivery {delivery_id} is pending again");
             Ok(())
         }
-        Command::Demo => crate::demo::run(std::env::var("DATABASE_URL").ok()).await,
+        Command::Demo => {
+            let server = cli.database_url_given.then(|| url.to_string());
+            crate::demo::run(server, secrets.current_key()).await
+        }
     }
 }
 
@@ -178,7 +201,7 @@ async fn migrate_command(url: &str, check: bool) -> Result<()> {
     Ok(())
 }
 
-async fn webhooks_command(url: &str, command: WebhooksCommand) -> Result<()> {
+async fn webhooks_command(url: &str, secrets: &SecretArgs, command: WebhooksCommand) -> Result<()> {
     match command {
         WebhooksCommand::Create {
             org,
@@ -193,7 +216,7 @@ async fn webhooks_command(url: &str, command: WebhooksCommand) -> Result<()> {
                 allow_private_targets,
             };
             manage::validate(&request)?;
-            let keyring = crate::config::keyring_from_env()?;
+            let keyring = secrets.keyring()?;
             let client = connected(url).await?;
             let elsewhere = crate::keys::sealed_elsewhere(&client, &keyring).await?;
             let created =
@@ -226,9 +249,9 @@ async fn webhooks_command(url: &str, command: WebhooksCommand) -> Result<()> {
 
 /// `keys rotate`: the count on stdout; secrets that did not open make it end
 /// with one line on stderr and exit status 1 (the rest was still rotated).
-async fn rotate_keys(url: &str) -> Result<()> {
+async fn rotate_keys(url: &str, secrets: &SecretArgs) -> Result<()> {
     use crate::keys::rotate::{describe_unopenable, KeyRotation, BATCH_DEFAULT};
-    let keyring = crate::config::keyring_from_env()?;
+    let keyring = secrets.keyring()?;
     let client = connected(url).await?;
     let outcome = KeyRotation::new(&keyring, BATCH_DEFAULT)
         .run(&client)

@@ -68,6 +68,11 @@ impl Error {
         }
     }
 
+    /// Bad flags, environment or key material.
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::Config(message.into())
+    }
+
     /// Bad input from the caller.
     pub fn input(message: impl Into<String>) -> Self {
         Error::Input(message.into())

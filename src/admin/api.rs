@@ -23,8 +23,6 @@ use crate::error::Error;
 use crate::keys::Keyring;
 use crate::manage::{self, view::echo, CreateWebhook, DeliveryFilter, RecoverWindow};
 
-/// Shortest admin token accepted: it guards webhook creation.
-pub const MIN_TOKEN_LEN: usize = 16;
 /// Largest request body read.
 const MAX_BODY: usize = 64 * 1024;
 

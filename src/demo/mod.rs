@@ -7,12 +7,13 @@
 pub mod cluster;
 pub mod receiver;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::config::RunArgs;
+use crate::config::{RunArgs, SecretArgs};
 use crate::db;
 use crate::delivery::sender::SystemResolver;
 use crate::error::{Error, Result};
@@ -26,12 +27,18 @@ use receiver::{Arrival, Behaviour, DemoReceiver};
 /// How long the demo waits for all deliveries before it reports a failure.
 const DEMO_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Runs the demo. `database_url` is `DATABASE_URL` if set.
-pub async fn run(database_url: Option<String>) -> Result<()> {
+/// Runs the demo. `database_url` is the server the user named
+/// (`--database-url` or `DATABASE_URL`); without one the demo tries the
+/// default and else starts a throwaway server. `secret_key` is
+/// `WEBHOOKD_SECRET_KEY` if set; else the demo makes one up.
+pub async fn run(database_url: Option<String>, secret_key: Option<&str>) -> Result<()> {
+    let secret_key = secret_key
+        .map(str::to_string)
+        .unwrap_or_else(SecretBox::generate_key_base64);
     let mut place = DemoDatabase::open(database_url).await?;
     // Ctrl-C must still clean up: a throwaway server outlives this process.
     let outcome = tokio::select! {
-        outcome = run_in(&place.url) => outcome,
+        outcome = run_in(&place.url, &secret_key) => outcome,
         _ = crate::cli::wait_for_signal() => Err(Error::Other("demo interrupted; cleaned up".to_string())),
     };
     place.close().await;
@@ -101,14 +108,10 @@ impl DemoDatabase {
     }
 }
 
-async fn run_in(url: &str) -> Result<()> {
+async fn run_in(url: &str, secret_key: &str) -> Result<()> {
     let mut client = db::connect_single(url).await?;
     db::migrate(&mut client).await?;
-    let secret_key = std::env::var("WEBHOOKD_SECRET_KEY")
-        .ok()
-        .filter(|key| !key.is_empty())
-        .unwrap_or_else(SecretBox::generate_key_base64);
-    let secrets = SecretBox::from_base64(&secret_key)?;
+    let secrets = SecretBox::from_base64(secret_key)?;
 
     let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
     let receiver = DemoReceiver::start(arrivals_tx)
@@ -148,7 +151,11 @@ async fn run_in(url: &str) -> Result<()> {
         admin_addr: ([127, 0, 0, 1], 0).into(),
         ..RunArgs::default()
     };
-    let config = args.validate(url, Some(&secret_key))?;
+    let config = args.validate(
+        url,
+        &SecretArgs::with_key(secret_key),
+        Arc::new(SystemResolver),
+    )?;
     let (trigger, shutdown) = shutdown::channel();
     let daemon = tokio::spawn(crate::daemon::run(config, shutdown));
 

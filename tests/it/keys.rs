@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use uuid::Uuid;
-use webhookd::keys::Keyring;
+use webhookd::config::SecretArgs;
+use webhookd::delivery::sender::SystemResolver;
 use webhookd::manage::{self, CreateWebhook};
 use webhookd::signing::SecretBox;
 use webhookd::EventType;
@@ -70,10 +72,11 @@ async fn rotate(app: &TestApp, current: &str, previous: &str) -> Output {
     .await
 }
 
-fn keyring(current: &str, previous: &str) -> Keyring {
-    Keyring::new(SecretBox::from_base64(current).unwrap())
-        .with_previous(previous)
-        .unwrap()
+fn keyring(current: &str, previous: &str) -> SecretArgs {
+    SecretArgs {
+        secret_key_previous: Some(previous.into()),
+        ..SecretArgs::with_key(current)
+    }
 }
 
 fn key_id(key: &str) -> String {
@@ -82,7 +85,7 @@ fn key_id(key: &str) -> String {
 
 /// An in-process daemon opening secrets with `keyring`, its admin address on
 /// a free port; returns once that address answers.
-async fn spawn_daemon(app: &TestApp, keyring: Keyring) -> (DaemonHandle, SocketAddr) {
+async fn spawn_daemon(app: &TestApp, keyring: SecretArgs) -> (DaemonHandle, SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -93,7 +96,7 @@ async fn spawn_daemon(app: &TestApp, keyring: Keyring) -> (DaemonHandle, SocketA
         admin_addr: admin,
         ..test_args()
     };
-    let mut config = args.validate_with_keyring(&app.db.url, keyring).unwrap();
+    let mut config = app.config_with(&args, &keyring, Arc::new(SystemResolver));
     config.unopenable_secret_delay = SHORT_DELAY;
     let daemon = app.spawn_daemon(config);
     wait_until("the admin address answers", WAIT, || async {
@@ -254,7 +257,7 @@ async fn rotate_beside_a_running_daemon_loses_and_fails_nothing() {
 /// A daemon with an unrelated key holds the deliveries back (pending,
 /// attempts 0, nothing sent, not ready); one restarted with `right` (a
 /// keyring that has the webhooks' key) sends them.
-async fn wrong_key_holds_back_until(right: impl FnOnce(&TestApp) -> Keyring) {
+async fn wrong_key_holds_back_until(right: impl FnOnce(&TestApp) -> SecretArgs) {
     let app = TestApp::new().await;
     let receiver = Receiver::with_status(200).await;
     let org = Uuid::new_v4();

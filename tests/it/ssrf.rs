@@ -119,12 +119,13 @@ fn at(ip: &str, port: u16) -> SocketAddr {
 /// Daemon settings as in production (no private targets), fast, with the
 /// test's resolver and one retry.
 fn guarded_config(app: &TestApp, resolver: &MapResolver) -> webhookd::daemon::DaemonConfig {
-    let mut config = app.config(&RunArgs {
+    let args = RunArgs {
         max_retries: 1,
         ..test_args()
-    });
+    };
+    let secrets = webhookd::config::SecretArgs::with_key(&app.key);
+    let mut config = app.config_with(&args, &secrets, Arc::new(resolver.clone()));
     config.sender.allow_private_targets = false;
-    config.sender.resolver = Arc::new(resolver.clone());
     config
 }
 

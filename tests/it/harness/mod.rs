@@ -8,12 +8,14 @@ pub mod receiver;
 pub mod tls;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use uuid::Uuid;
-use webhookd::config::RunArgs;
+use webhookd::config::{RunArgs, SecretArgs};
 use webhookd::daemon::DaemonConfig;
+use webhookd::delivery::sender::{Resolve, SystemResolver};
 use webhookd::manage::{self, CreateWebhook};
 use webhookd::shutdown::{self, ShutdownTrigger};
 use webhookd::signing::SecretBox;
@@ -186,7 +188,21 @@ impl TestApp {
 
     /// The daemon's configuration for these args.
     pub fn config(&self, args: &RunArgs) -> DaemonConfig {
-        args.validate(&self.db.url, Some(&self.key))
+        self.config_with(
+            args,
+            &SecretArgs::with_key(&self.key),
+            Arc::new(SystemResolver),
+        )
+    }
+
+    /// The daemon's configuration for these args, secrets and resolver.
+    pub fn config_with(
+        &self,
+        args: &RunArgs,
+        secrets: &SecretArgs,
+        resolver: Arc<dyn Resolve>,
+    ) -> DaemonConfig {
+        args.validate(&self.db.url, secrets, resolver)
             .expect("valid test config")
     }
 
@@ -216,11 +232,15 @@ impl TestApp {
             .unwrap()
             .port();
         let admin: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut config = self.config(&RunArgs {
+        let secrets = SecretArgs {
+            admin_token: admin_token.map(Into::into),
+            ..SecretArgs::with_key(&self.key)
+        };
+        let args = RunArgs {
             admin_addr: admin,
             ..args
-        });
-        config.admin_token = admin_token.map(str::to_string);
+        };
+        let config = self.config_with(&args, &secrets, Arc::new(SystemResolver));
         let daemon = self.spawn_daemon(config);
         wait_until(
             "the admin address answers",
