@@ -267,7 +267,7 @@ async fn rotate_keys(url: &str, secrets: &SecretArgs) -> Result<()> {
                 outcome.reencrypted,
                 outcome.unopenable_total()
             );
-            Err(Error::Other(problem))
+            Err(Error::other(problem))
         }
     }
 }
@@ -284,7 +284,7 @@ async fn connected(url: &str) -> Result<tokio_postgres::Client> {
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|err| Error::Other(err.to_string()))?;
+    let text = serde_json::to_string_pretty(value).map_err(|err| Error::other(err.to_string()))?;
     println!("{text}");
     Ok(())
 }

@@ -28,18 +28,24 @@ use crate::signing::SecretBox;
 pub const MIN_TOKEN_LEN: usize = 16;
 
 /// Parses `300ms`, `60s`, `5m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration> {
     let text = text.trim();
     if text.starts_with('-') {
-        return Err("durations cannot be negative".to_string());
+        return Err(Error::config("durations cannot be negative"));
     }
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .ok_or_else(|| format!("\"{text}\" has no unit: write e.g. 300ms, 60s or 5m"))?;
+        .ok_or_else(|| {
+            Error::config(format!(
+                "\"{text}\" has no unit: write e.g. 300ms, 60s or 5m"
+            ))
+        })?;
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("\"{text}\" is not a duration: write e.g. 300ms, 60s or 5m"))?;
+    let value: f64 = number.parse().map_err(|_| {
+        Error::config(format!(
+            "\"{text}\" is not a duration: write e.g. 300ms, 60s or 5m"
+        ))
+    })?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,
@@ -47,21 +53,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         "d" => value * 86_400.0,
         _ => {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "unknown unit \"{unit}\" in \"{text}\": use ms, s, m, h or d"
-            ))
+            )))
         }
     };
     if !seconds.is_finite() || seconds > 365.0 * 86_400.0 {
-        return Err(format!("\"{text}\" is too long"));
+        return Err(Error::config(format!("\"{text}\" is too long")));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
 
-fn positive_duration(text: &str) -> Result<Duration, String> {
+fn positive_duration(text: &str) -> Result<Duration> {
     let duration = parse_duration(text)?;
     if duration.is_zero() {
-        return Err("must be greater than zero".to_string());
+        return Err(Error::config("must be greater than zero"));
     }
     Ok(duration)
 }
@@ -71,7 +77,7 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 pub struct RetentionPeriod(pub Option<Duration>);
 
 /// A retention period, or `off` to keep everything.
-fn retention(text: &str) -> Result<RetentionPeriod, String> {
+fn retention(text: &str) -> Result<RetentionPeriod> {
     if text.trim().eq_ignore_ascii_case("off") {
         return Ok(RetentionPeriod(None));
     }
@@ -155,7 +161,7 @@ impl RunArgs {
     ) -> Result<DaemonConfig> {
         let budget = self.connect_timeout + self.response_timeout;
         if self.lease <= budget {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "--lease ({}) must exceed --connect-timeout + --response-timeout ({}), \
                  or a slow request could be sent twice",
                 format_duration(self.lease),
@@ -326,18 +332,18 @@ impl SecretArgs {
 
 fn read_certificates(path: &std::path::Path) -> Result<Vec<native_tls::Certificate>> {
     let pem = std::fs::read(path).map_err(|err| {
-        Error::Config(format!(
+        Error::config(format!(
             "cannot read --extra-ca-file {}: {err}",
             path.display()
         ))
     })?;
     pem_certificates(&pem)
-        .map_err(|reason| Error::Config(format!("--extra-ca-file {}: {reason}", path.display())))
+        .map_err(|reason| Error::config(format!("--extra-ca-file {}: {reason}", path.display())))
 }
 
 /// Every `CERTIFICATE` block of a PEM file; an error says what is wrong with
 /// the file (the caller names it).
-pub fn pem_certificates(pem: &[u8]) -> Result<Vec<native_tls::Certificate>, String> {
+pub fn pem_certificates(pem: &[u8]) -> Result<Vec<native_tls::Certificate>> {
     let text = String::from_utf8_lossy(pem);
     let mut certificates = Vec::new();
     let mut rest = text.as_ref();
@@ -348,12 +354,12 @@ pub fn pem_certificates(pem: &[u8]) -> Result<Vec<native_tls::Certificate>, Stri
         };
         let block = &rest[start..start + end + END.len()];
         let certificate = native_tls::Certificate::from_pem(block.as_bytes())
-            .map_err(|err| format!("invalid certificate: {err}"))?;
+            .map_err(|err| Error::config(format!("invalid certificate: {err}")))?;
         certificates.push(certificate);
         rest = &rest[start + end + END.len()..];
     }
     if certificates.is_empty() {
-        return Err("holds no PEM certificate".to_string());
+        return Err(Error::config("holds no PEM certificate"));
     }
     Ok(certificates)
 }
@@ -374,18 +380,36 @@ mod tests {
 
     #[test]
     fn durations_take_the_documented_units() {
-        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
-        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("-5s").unwrap_err().contains("negative"));
-        assert!(parse_duration("60").unwrap_err().contains("no unit"));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert!(parse_duration("5w").unwrap_err().contains("unknown unit"));
-        assert_eq!(retention("off"), Ok(RetentionPeriod(None)));
         assert_eq!(
-            retention("1h"),
-            Ok(RetentionPeriod(Some(Duration::from_secs(3600))))
+            parse_duration("300ms").unwrap(),
+            (Duration::from_millis(300))
+        );
+        assert_eq!(parse_duration("60s").unwrap(), (Duration::from_secs(60)));
+        assert_eq!(parse_duration("5m").unwrap(), (Duration::from_secs(300)));
+        assert_eq!(
+            parse_duration("1.5s").unwrap(),
+            (Duration::from_millis(1500))
+        );
+        assert!(parse_duration("-5s")
+            .unwrap_err()
+            .to_string()
+            .contains("negative"));
+        assert!(parse_duration("60")
+            .unwrap_err()
+            .to_string()
+            .contains("no unit"));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            (Duration::from_secs(7 * 86_400))
+        );
+        assert!(parse_duration("5w")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown unit"));
+        assert_eq!(retention("off").unwrap(), RetentionPeriod(None));
+        assert_eq!(
+            retention("1h").unwrap(),
+            RetentionPeriod(Some(Duration::from_secs(3600)))
         );
         assert!(positive_duration("0s").is_err());
     }

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::delivery::sender::Resolve;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::keys::Keyring;
 use crate::manage::{self, view::echo, CreateWebhook, DeliveryFilter, RecoverWindow};
 
@@ -55,10 +55,10 @@ struct ApiError(StatusCode, String);
 
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
-        let status = match &err {
-            Error::Input(_) | Error::Config(_) => StatusCode::BAD_REQUEST,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
+        let status = match err.kind() {
+            ErrorKind::Input | ErrorKind::Config => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {

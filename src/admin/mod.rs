@@ -52,10 +52,10 @@ pub async fn serve(
 ) -> Result<SocketAddr> {
     let listener = TcpListener::bind(address)
         .await
-        .map_err(|err| Error::Config(format!("cannot listen on --admin-addr {address}: {err}")))?;
+        .map_err(|err| Error::config(format!("cannot listen on --admin-addr {address}: {err}")))?;
     let bound = listener
         .local_addr()
-        .map_err(|err| Error::Other(format!("admin listener: {err}")))?;
+        .map_err(|err| Error::other(format!("admin listener: {err}")))?;
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {

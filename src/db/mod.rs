@@ -94,11 +94,14 @@ pub async fn connect_pool(target: &DatabaseTarget, max_size: usize) -> Result<Po
         // connection means something is stuck, and the caller says so.
         .wait_timeout(Some(POOL_WAIT_LIMIT))
         .build()
-        .map_err(|err| Error::Config(format!("cannot build the database pool: {err}")))?;
+        .map_err(|err| Error::config(format!("cannot build the database pool: {err}")))?;
     match pool.get().await {
         Ok(client) => drop(client),
         Err(deadpool_postgres::PoolError::Backend(err)) => return Err(target.connect_error(&err)),
-        Err(other) => return Err(Error::Pool(format!("{} ({other})", target.redacted()))),
+        Err(other) => {
+            let detail = format!("{} ({other})", target.redacted());
+            return Err(connect::cannot_connect(detail));
+        }
     }
     Ok(pool)
 }

@@ -67,13 +67,13 @@ impl SchemaState {
         matches!(self, SchemaState::Current | SchemaState::Newer { .. })
     }
 
-    /// `Ok` only when current; otherwise [`Error::Schema`] with
+    /// `Ok` only when current; otherwise an error of kind [`crate::ErrorKind::Schema`] with
     /// [`SchemaState::describe`]. What a starting daemon and
     /// `migrate --check` need.
     pub fn require_current(&self) -> Result<()> {
         match self {
             SchemaState::Current => Ok(()),
-            other => Err(Error::Schema(other.describe())),
+            other => Err(Error::schema(other.describe())),
         }
     }
 
@@ -159,7 +159,7 @@ pub async fn schema_state(client: &impl GenericClient) -> Result<SchemaState> {
 }
 
 /// Checks that this binary's statements work on the schema: `Ok` with the
-/// state when it is current or newer, [`Error::Schema`] telling the user to
+/// state when it is current or newer, an error of kind [`crate::ErrorKind::Schema`] telling the user to
 /// run `webhookd migrate` when it is missing or older. One-shot commands use
 /// this; a starting daemon also refuses a newer schema
 /// ([`SchemaState::require_current`]).
@@ -168,7 +168,7 @@ pub async fn check_schema(client: &impl GenericClient) -> Result<SchemaState> {
     if state.is_usable() {
         Ok(state)
     } else {
-        Err(Error::Schema(state.describe()))
+        Err(Error::schema(state.describe()))
     }
 }
 

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::admin::metrics::Metrics;
 use crate::db::queue::NextWork;
 use crate::db::DatabaseTarget;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::shutdown::Shutdown;
 
 /// The channel the `outbox.events` trigger notifies.
@@ -171,7 +171,7 @@ impl Notifier {
                         if self.config.explicit {
                             // `reason` already says what failed ("cannot
                             // connect to the database: …"), so no prefix of its own.
-                            let _ = first.send(Err(Error::Other(format!(
+                            let _ = first.send(Err(Error::other(format!(
                                 "--listen-database-url: {reason}"
                             ))));
                             return;
@@ -204,7 +204,7 @@ impl Notifier {
         let target = self.config.database.redacted();
         if self.config.explicit {
             if let Some(first) = first {
-                let _ = first.send(Err(Error::Config(format!(
+                let _ = first.send(Err(Error::config(format!(
                     "--listen-database-url {target}: LISTEN succeeded but no notification came \
                      back within {}s; this looks like a connection pooler in transaction mode: \
                      point --listen-database-url at the PostgreSQL server directly",
@@ -266,7 +266,7 @@ impl Notifier {
                     break;
                 }
                 Ok(false) => {}
-                Err(reason) => return ListenEnd::Lost(reason),
+                Err(err) => return ListenEnd::Lost(err.to_string()),
             }
         }
         if !heard {
@@ -309,20 +309,18 @@ impl Notifier {
     /// Sends a notification with a payload of its own through the pool and
     /// waits for it here. `Ok(false)`: it never came (LISTEN is deaf);
     /// `Err`: the pool could not send it, which says nothing about LISTEN.
-    async fn probe(
-        &self,
-        payloads: &mut mpsc::UnboundedReceiver<String>,
-    ) -> std::result::Result<bool, String> {
+    async fn probe(&self, payloads: &mut mpsc::UnboundedReceiver<String>) -> Result<bool> {
         let payload = format!("{PROBE_PREFIX}{}", uuid::Uuid::new_v4());
         let sent = async {
             let client = self.pool.get().await.map_err(Error::from)?;
             crate::db::notify(&**client, &payload).await
         };
         sent.await.map_err(|err| {
-            format!(
+            let message = format!(
                 "cannot send the LISTEN probe through the DATABASE_URL pool: {}",
                 err.one_line()
-            )
+            );
+            Error::with_source(ErrorKind::Unavailable, message, err)
         })?;
         let heard = tokio::time::timeout(self.config.probe_timeout, async {
             while let Some(received) = payloads.recv().await {
@@ -335,7 +333,7 @@ impl Notifier {
         .await;
         match heard {
             Ok(true) => Ok(true),
-            Ok(false) => Err("connection closed".to_string()),
+            Ok(false) => Err(Error::unavailable("connection closed")),
             Err(_) => Ok(false),
         }
     }

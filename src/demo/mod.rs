@@ -39,7 +39,7 @@ pub async fn run(database_url: Option<String>, secret_key: Option<&str>) -> Resu
     // Ctrl-C must still clean up: a throwaway server outlives this process.
     let outcome = tokio::select! {
         outcome = run_in(&place.url, &secret_key) => outcome,
-        _ = crate::cli::wait_for_signal() => Err(Error::Other("demo interrupted; cleaned up".to_string())),
+        _ = crate::cli::wait_for_signal() => Err(Error::other("demo interrupted; cleaned up".to_string())),
     };
     place.close().await;
     outcome
@@ -64,7 +64,7 @@ impl DemoDatabase {
                     Err(_) => {
                         println!("No PostgreSQL answers at 127.0.0.1:5432; starting a throwaway server from the installed binaries…");
                         let cluster = ThrowawayCluster::start().await.map_err(|err| {
-                            Error::Other(format!("cannot start a throwaway PostgreSQL: {err}"))
+                            Error::other(format!("cannot start a throwaway PostgreSQL: {err}"))
                         })?;
                         let url = cluster.url();
                         println!("  database: throwaway cluster at {url} (removed afterwards)");
@@ -116,7 +116,7 @@ async fn run_in(url: &str, secret_key: &str) -> Result<()> {
     let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
     let receiver = DemoReceiver::start(arrivals_tx)
         .await
-        .map_err(|err| Error::Other(format!("cannot start the demo receiver: {err}")))?;
+        .map_err(|err| Error::other(format!("cannot start the demo receiver: {err}")))?;
     println!(
         "  receiver: http://{} (verifies every signature)",
         receiver.address
@@ -200,10 +200,10 @@ async fn run_in(url: &str, secret_key: &str) -> Result<()> {
     match daemon.await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => return Err(err),
-        Err(err) => return Err(Error::Other(format!("the daemon task failed: {err}"))),
+        Err(err) => return Err(Error::other(format!("the daemon task failed: {err}"))),
     }
     match failure {
-        Some(reason) => Err(Error::Other(format!("demo failed: {reason}"))),
+        Some(reason) => Err(Error::other(format!("demo failed: {reason}"))),
         None => {
             println!(
                 "\nDemo finished: every delivery was signed, verified and recorded. Cleaning up."
