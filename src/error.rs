@@ -44,6 +44,18 @@ enum Source {
     Other(Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// `Error::input(message)` and the like: [`Error::new`] with the kind named.
+macro_rules! shorthands {
+    ($($(#[$doc:meta])* $name:ident => $kind:ident;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(message: impl Into<String>) -> Self {
+                Error::new(ErrorKind::$kind, message)
+            }
+        )*
+    };
+}
+
 /// Shorthand used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -70,39 +82,21 @@ impl Error {
         }
     }
 
-    /// Bad flags, environment or key material.
-    pub fn config(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Config, message)
-    }
-
-    /// Bad input from the caller.
-    pub fn input(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Input, message)
-    }
-
-    /// The thing asked for does not exist.
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::NotFound, message)
-    }
-
-    /// The thing is in a state that forbids the request.
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Conflict, message)
-    }
-
-    /// The schema is missing or older than this binary needs.
-    pub fn schema(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Schema, message)
-    }
-
-    /// The database could not be reached.
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Unavailable, message)
-    }
-
-    /// Anything else at run time.
-    pub fn other(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Other, message)
+    shorthands! {
+        /// Bad flags, environment or key material.
+        config => Config;
+        /// Bad input from the caller.
+        input => Input;
+        /// The thing asked for does not exist.
+        not_found => NotFound;
+        /// The thing is in a state that forbids the request.
+        conflict => Conflict;
+        /// The schema is missing or older than this binary needs.
+        schema => Schema;
+        /// The database could not be reached.
+        unavailable => Unavailable;
+        /// Anything else at run time.
+        other => Other;
     }
 
     /// Wraps a driver error, turning validation errors raised by the schema
