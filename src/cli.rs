@@ -1,10 +1,12 @@
 //! The command line (docs/CONTRACT.md §6): argument definitions and what each command does.
 //! `main` only parses, calls [`execute`] and maps errors to exit codes.
 
-use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use uuid::Uuid;
 
-use crate::config::RunArgs;
+use crate::config::{RunArgs, SecretArgs};
 use crate::db;
 use crate::delivery::sender::SystemResolver;
 use crate::error::{Error, Result};
@@ -28,9 +30,29 @@ pub struct Cli {
         global = true
     )]
     pub log_format: LogFormat,
+    /// The secrets, from the environment.
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+    /// Whether `--database-url` or `DATABASE_URL` was given rather than
+    /// defaulted (the demo falls back to a server of its own only then).
+    #[arg(skip)]
+    pub database_url_given: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process's arguments and environment (stage one of the
+    /// configuration, see `config`).
+    pub fn try_parse_args() -> Result<Cli, clap::Error> {
+        let matches = Cli::command().try_get_matches()?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        cli.database_url_given = matches
+            .value_source("database_url")
+            .is_some_and(|source| source != clap::parser::ValueSource::DefaultValue);
+        Ok(cli)
+    }
 }
 
 /// The subcommands.
@@ -115,14 +137,12 @@ pub enum KeysCommand {
 /// Runs one command to completion.
 pub async fn execute(cli: Cli) -> Result<()> {
     let url = cli.database_url.as_str();
+    let secrets = &cli.secrets;
     match cli.command {
         Command::Migrate { check } => migrate_command(url, check).await,
         Command::Run(args) => {
             let stop = shutdown::StopSignals::install();
-            let keyring = crate::config::keyring_from_env()?;
-            let mut config = args.validate_with_keyring(url, keyring)?;
-            config.admin_token =
-                crate::config::admin_token(std::env::var("WEBHOOKD_ADMIN_TOKEN").ok())?;
+            let config = args.validate(url, secrets, Arc::new(SystemResolver))?;
             let (trigger, shutdown) = shutdown::channel();
             tokio::spawn(async move {
                 stop.wait().await;
@@ -130,24 +150,25 @@ pub async fn execute(cli: Cli) -> Result<()> {
             });
             crate::daemon::run(config, shutdown).await
         }
-        Command::Webhooks(command) => webhooks_command(url, command).await,
-        Command::Keys(KeysCommand::Rotate) => rotate_keys(url).await,
+        Command::Webhooks(command) => webhooks_command(url, secrets, command).await,
+        Command::Keys(KeysCommand::Rotate) => rotate_keys(url, secrets).await,
         Command::Emit { org, event, data } => {
-            let data: serde_json::Value = serde_json::from_str(&data)
-                .map_err(|err| Error::Input(format!("--data is not valid JSON: {err}")))?;
+            let event = manage::NewEvent::parse(org, event, &data)?;
             let client = connected(url).await?;
-            let id = db::webhooks::emit(&client, org, &event, &data).await?;
+            let id = manage::emit(&client, &event).await?;
             println!("{id}");
             Ok(())
         }
         Command::Redeliver { delivery_id } => {
             let client = connected(url).await?;
-            db::webhooks::redeliver(&client, delivery_id).await?;
-            db::notify_wakeup(&client).await?;
+            manage::redeliver(&client, delivery_id).await?;
             println!("delivery {delivery_id} is pending again");
             Ok(())
         }
-        Command::Demo => crate::demo::run(std::env::var("DATABASE_URL").ok()).await,
+        Command::Demo => {
+            let server = cli.database_url_given.then(|| url.to_string());
+            crate::demo::run(server, secrets.current_key()).await
+        }
     }
 }
 
@@ -180,7 +201,7 @@ async fn migrate_command(url: &str, check: bool) -> Result<()> {
     Ok(())
 }
 
-async fn webhooks_command(url: &str, command: WebhooksCommand) -> Result<()> {
+async fn webhooks_command(url: &str, secrets: &SecretArgs, command: WebhooksCommand) -> Result<()> {
     match command {
         WebhooksCommand::Create {
             org,
@@ -195,7 +216,7 @@ async fn webhooks_command(url: &str, command: WebhooksCommand) -> Result<()> {
                 allow_private_targets,
             };
             manage::validate(&request)?;
-            let keyring = crate::config::keyring_from_env()?;
+            let keyring = secrets.keyring()?;
             let client = connected(url).await?;
             let elsewhere = crate::keys::sealed_elsewhere(&client, &keyring).await?;
             let created =
@@ -212,7 +233,7 @@ async fn webhooks_command(url: &str, command: WebhooksCommand) -> Result<()> {
         }
         WebhooksCommand::Revoke { webhook_id } => {
             let mut client = connected(url).await?;
-            let revoked = db::webhooks::revoke(&mut client, webhook_id).await?;
+            let revoked = manage::revoke(&mut client, webhook_id).await?;
             if revoked.newly_revoked {
                 println!(
                     "webhook {webhook_id} revoked; {} pending deliveries cancelled",
@@ -228,9 +249,9 @@ async fn webhooks_command(url: &str, command: WebhooksCommand) -> Result<()> {
 
 /// `keys rotate`: the count on stdout; secrets that did not open make it end
 /// with one line on stderr and exit status 1 (the rest was still rotated).
-async fn rotate_keys(url: &str) -> Result<()> {
+async fn rotate_keys(url: &str, secrets: &SecretArgs) -> Result<()> {
     use crate::keys::rotate::{describe_unopenable, KeyRotation, BATCH_DEFAULT};
-    let keyring = crate::config::keyring_from_env()?;
+    let keyring = secrets.keyring()?;
     let client = connected(url).await?;
     let outcome = KeyRotation::new(&keyring, BATCH_DEFAULT)
         .run(&client)
@@ -246,7 +267,7 @@ async fn rotate_keys(url: &str) -> Result<()> {
                 outcome.reencrypted,
                 outcome.unopenable_total()
             );
-            Err(Error::Other(problem))
+            Err(Error::other(problem))
         }
     }
 }
@@ -263,7 +284,7 @@ async fn connected(url: &str) -> Result<tokio_postgres::Client> {
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|err| Error::Other(err.to_string()))?;
+    let text = serde_json::to_string_pretty(value).map_err(|err| Error::other(err.to_string()))?;
     println!("{text}");
     Ok(())
 }

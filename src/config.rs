@@ -1,7 +1,13 @@
-//! Configuration in two stages: [`RunArgs`] holds flags and environment as
-//! typed by the user; [`RunArgs::validate`] turns them into a [`DaemonConfig`]
-//! whose parts each service takes on its own.
+//! Configuration in two stages. Stage one is what the user typed: flags and
+//! environment variables, all read by clap ([`RunArgs`], [`SecretArgs`] and
+//! the global `--database-url` of `cli::Cli`); nothing else reads the
+//! environment. Stage two is [`RunArgs::validate`]: it checks all of it at
+//! once and builds the typed [`DaemonConfig`], whose parts (ClaimerConfig,
+//! SenderConfig, …) are each defined by the service that takes them. What
+//! comes from outside rather than from the user, the name resolver, is a
+//! parameter of `validate`, so tests pass theirs.
 
+use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,24 +19,33 @@ use crate::delivery::claimer::{ClaimerConfig, LEASE_DEFAULT};
 use crate::delivery::completer::CompleterConfig;
 use crate::delivery::fanout::FanOutConfig;
 use crate::delivery::retry::{RetryPolicy, MAX_JITTER};
-use crate::delivery::sender::{format_duration, SenderConfig, SystemResolver};
+use crate::delivery::sender::{format_duration, Resolve, SenderConfig};
 use crate::error::{Error, Result};
-use crate::keys::Keyring;
+use crate::keys::{Keyring, CURRENT_KEY_VAR, PREVIOUS_KEYS_VAR};
 use crate::signing::SecretBox;
 
+/// Shortest admin token accepted: it guards webhook creation.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 /// Parses `300ms`, `60s`, `5m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration> {
     let text = text.trim();
     if text.starts_with('-') {
-        return Err("durations cannot be negative".to_string());
+        return Err(Error::config("durations cannot be negative"));
     }
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .ok_or_else(|| format!("\"{text}\" has no unit: write e.g. 300ms, 60s or 5m"))?;
+        .ok_or_else(|| {
+            Error::config(format!(
+                "\"{text}\" has no unit: write e.g. 300ms, 60s or 5m"
+            ))
+        })?;
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("\"{text}\" is not a duration: write e.g. 300ms, 60s or 5m"))?;
+    let value: f64 = number.parse().map_err(|_| {
+        Error::config(format!(
+            "\"{text}\" is not a duration: write e.g. 300ms, 60s or 5m"
+        ))
+    })?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,
@@ -38,21 +53,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         "d" => value * 86_400.0,
         _ => {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "unknown unit \"{unit}\" in \"{text}\": use ms, s, m, h or d"
-            ))
+            )))
         }
     };
     if !seconds.is_finite() || seconds > 365.0 * 86_400.0 {
-        return Err(format!("\"{text}\" is too long"));
+        return Err(Error::config(format!("\"{text}\" is too long")));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
 
-fn positive_duration(text: &str) -> Result<Duration, String> {
+fn positive_duration(text: &str) -> Result<Duration> {
     let duration = parse_duration(text)?;
     if duration.is_zero() {
-        return Err("must be greater than zero".to_string());
+        return Err(Error::config("must be greater than zero"));
     }
     Ok(duration)
 }
@@ -62,7 +77,7 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 pub struct RetentionPeriod(pub Option<Duration>);
 
 /// A retention period, or `off` to keep everything.
-fn retention(text: &str) -> Result<RetentionPeriod, String> {
+fn retention(text: &str) -> Result<RetentionPeriod> {
     if text.trim().eq_ignore_ascii_case("off") {
         return Ok(RetentionPeriod(None));
     }
@@ -135,21 +150,18 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The validated daemon configuration. `secret_key` is the value of
-    /// `WEBHOOKD_SECRET_KEY`; no previous keys.
-    pub fn validate(&self, database_url: &str, secret_key: Option<&str>) -> Result<DaemonConfig> {
-        self.validate_with_keyring(database_url, keyring(secret_key, None)?)
-    }
-
-    /// The validated daemon configuration, opening secrets with `secrets`.
-    pub fn validate_with_keyring(
+    /// Stage two: checks the flags, the database URL and the secrets
+    /// together and builds the daemon's configuration. `resolver` turns
+    /// webhook hosts into addresses (the system's, or a test's).
+    pub fn validate(
         &self,
         database_url: &str,
-        secrets: Keyring,
+        secrets: &SecretArgs,
+        resolver: Arc<dyn Resolve>,
     ) -> Result<DaemonConfig> {
         let budget = self.connect_timeout + self.response_timeout;
         if self.lease <= budget {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "--lease ({}) must exceed --connect-timeout + --response-timeout ({}), \
                  or a slow request could be sent twice",
                 format_duration(self.lease),
@@ -182,7 +194,7 @@ impl RunArgs {
                 response_timeout: self.response_timeout,
                 allow_private_targets: self.allow_private_targets,
                 extra_root_certificates,
-                resolver: Arc::new(SystemResolver),
+                resolver,
                 ..SenderConfig::default()
             },
             claimer: ClaimerConfig {
@@ -200,11 +212,11 @@ impl RunArgs {
             },
             poll_interval: self.poll_interval,
             shutdown_grace: self.shutdown_grace,
-            secrets,
+            secrets: secrets.keyring()?,
             unopenable_secret_delay: crate::delivery::dispatcher::UNOPENABLE_SECRET_DELAY,
             pool_size: self.db_pool_size as usize,
             admin_addr: self.admin_addr,
-            admin_token: None,
+            admin_token: secrets.admin_token()?,
             retention: crate::maintenance::retention::RetentionConfig {
                 keep: self.retention.0,
                 ..Default::default()
@@ -236,72 +248,102 @@ impl Default for RunArgs {
     }
 }
 
-/// Checks `WEBHOOKD_ADMIN_TOKEN`: unset or empty leaves the management API
-/// off; a short token is refused, since it guards webhook creation.
-pub fn admin_token(value: Option<String>) -> Result<Option<String>> {
-    match value {
-        None => Ok(None),
-        Some(token) if token.is_empty() => Ok(None),
-        Some(token) if token.chars().count() < crate::admin::api::MIN_TOKEN_LEN => {
-            Err(Error::Config(format!(
-                "WEBHOOKD_ADMIN_TOKEN is shorter than {} characters: use a long random value \
-             (e.g. `openssl rand -hex 32`)",
-                crate::admin::api::MIN_TOKEN_LEN
-            )))
+/// Stage one of the secrets: `WEBHOOKD_SECRET_KEY`,
+/// `WEBHOOKD_SECRET_KEY_PREVIOUS` and `WEBHOOKD_ADMIN_TOKEN` as set. They are
+/// read from the environment only in practice: the flags clap needs for
+/// them are hidden, since secrets on a command line show in `ps`. Values
+/// that are not UTF-8 are kept as they are, so that validation can say
+/// what is wrong with them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SecretArgs {
+    /// The key that seals webhook secrets (base64 of 32 bytes).
+    #[arg(long, env = CURRENT_KEY_VAR, global = true, hide = true, value_parser = clap::value_parser!(OsString))]
+    pub secret_key: Option<OsString>,
+    /// Keys that may still open secrets, comma-separated.
+    #[arg(long, env = PREVIOUS_KEYS_VAR, global = true, hide = true, value_parser = clap::value_parser!(OsString))]
+    pub secret_key_previous: Option<OsString>,
+    /// Bearer token of the management API; unset or empty leaves it off.
+    #[arg(long, env = "WEBHOOKD_ADMIN_TOKEN", global = true, hide = true, value_parser = clap::value_parser!(OsString))]
+    pub admin_token: Option<OsString>,
+}
+
+impl SecretArgs {
+    /// Only a current key (tests, the demo).
+    pub fn with_key(key: &str) -> Self {
+        SecretArgs {
+            secret_key: Some(key.into()),
+            ..SecretArgs::default()
         }
-        Some(token) => Ok(Some(token)),
     }
-}
 
-/// Opens `WEBHOOKD_SECRET_KEY`, or says how to set it.
-pub fn secret_box(secret_key: Option<&str>) -> Result<SecretBox> {
-    match secret_key {
-        None | Some("") => Err(Error::Config(
-            "WEBHOOKD_SECRET_KEY is not set: set it to base64 of 32 random bytes \
-             (e.g. `export WEBHOOKD_SECRET_KEY=$(openssl rand -base64 32)`); it encrypts webhook secrets"
-                .to_string(),
-        )),
-        Some(key) => SecretBox::from_base64(key),
+    /// The current key as text; unset, empty and not UTF-8 are all `None`
+    /// (validation then says it is not set).
+    pub fn current_key(&self) -> Option<&str> {
+        self.secret_key
+            .as_deref()
+            .and_then(|key| key.to_str())
+            .filter(|key| !key.is_empty())
     }
-}
 
-/// The keyring of `WEBHOOKD_SECRET_KEY` (`current`) and
-/// `WEBHOOKD_SECRET_KEY_PREVIOUS` (`previous`, comma-separated).
-pub fn keyring(current: Option<&str>, previous: Option<&str>) -> Result<Keyring> {
-    Keyring::new(secret_box(current)?).with_previous(previous.unwrap_or(""))
-}
-
-/// [`keyring`] from the environment.
-pub fn keyring_from_env() -> Result<Keyring> {
-    use crate::keys::{CURRENT_KEY_VAR, PREVIOUS_KEYS_VAR};
-    let current = std::env::var(CURRENT_KEY_VAR).ok();
-    let previous = match std::env::var(PREVIOUS_KEYS_VAR) {
-        Ok(value) => Some(value),
-        Err(std::env::VarError::NotPresent) => None,
-        Err(std::env::VarError::NotUnicode(_)) => {
-            return Err(Error::Config(format!(
-                "{PREVIOUS_KEYS_VAR} is not valid base64: expected comma-separated keys \
-                 in the form of {CURRENT_KEY_VAR}"
-            )))
+    /// The current key, or says how to set it.
+    pub fn secret_box(&self) -> Result<SecretBox> {
+        match self.current_key() {
+            None => Err(Error::config(format!(
+                "{CURRENT_KEY_VAR} is not set: set it to base64 of 32 random bytes \
+                 (e.g. `export {CURRENT_KEY_VAR}=$(openssl rand -base64 32)`); it encrypts webhook secrets"
+            ))),
+            Some(key) => SecretBox::from_base64(key),
         }
-    };
-    keyring(current.as_deref(), previous.as_deref())
+    }
+
+    /// The current key with the previous ones.
+    pub fn keyring(&self) -> Result<Keyring> {
+        let previous = match &self.secret_key_previous {
+            None => "",
+            Some(value) => value.to_str().ok_or_else(|| {
+                Error::config(format!(
+                    "{PREVIOUS_KEYS_VAR} is not valid base64: expected comma-separated keys \
+                     in the form of {CURRENT_KEY_VAR}"
+                ))
+            })?,
+        };
+        Keyring::new(self.secret_box()?).with_previous(previous)
+    }
+
+    /// The admin token: unset or empty leaves the management API off; a
+    /// short token is refused, since it guards webhook creation.
+    pub fn admin_token(&self) -> Result<Option<String>> {
+        let Some(token) = &self.admin_token else {
+            return Ok(None);
+        };
+        // Not UTF-8: as good as unset, as it always was.
+        let Some(token) = token.to_str().filter(|token| !token.is_empty()) else {
+            return Ok(None);
+        };
+        if token.chars().count() < MIN_TOKEN_LEN {
+            return Err(Error::config(format!(
+                "WEBHOOKD_ADMIN_TOKEN is shorter than {MIN_TOKEN_LEN} characters: use a long \
+                 random value (e.g. `openssl rand -hex 32`)"
+            )));
+        }
+        Ok(Some(token.to_string()))
+    }
 }
 
 fn read_certificates(path: &std::path::Path) -> Result<Vec<native_tls::Certificate>> {
     let pem = std::fs::read(path).map_err(|err| {
-        Error::Config(format!(
+        Error::config(format!(
             "cannot read --extra-ca-file {}: {err}",
             path.display()
         ))
     })?;
     pem_certificates(&pem)
-        .map_err(|reason| Error::Config(format!("--extra-ca-file {}: {reason}", path.display())))
+        .map_err(|reason| Error::config(format!("--extra-ca-file {}: {reason}", path.display())))
 }
 
 /// Every `CERTIFICATE` block of a PEM file; an error says what is wrong with
 /// the file (the caller names it).
-pub fn pem_certificates(pem: &[u8]) -> Result<Vec<native_tls::Certificate>, String> {
+pub fn pem_certificates(pem: &[u8]) -> Result<Vec<native_tls::Certificate>> {
     let text = String::from_utf8_lossy(pem);
     let mut certificates = Vec::new();
     let mut rest = text.as_ref();
@@ -312,12 +354,12 @@ pub fn pem_certificates(pem: &[u8]) -> Result<Vec<native_tls::Certificate>, Stri
         };
         let block = &rest[start..start + end + END.len()];
         let certificate = native_tls::Certificate::from_pem(block.as_bytes())
-            .map_err(|err| format!("invalid certificate: {err}"))?;
+            .map_err(|err| Error::config(format!("invalid certificate: {err}")))?;
         certificates.push(certificate);
         rest = &rest[start + end + END.len()..];
     }
     if certificates.is_empty() {
-        return Err("holds no PEM certificate".to_string());
+        return Err(Error::config("holds no PEM certificate"));
     }
     Ok(certificates)
 }
@@ -325,21 +367,49 @@ pub fn pem_certificates(pem: &[u8]) -> Result<Vec<native_tls::Certificate>, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::sender::SystemResolver;
+
+    fn validate(args: &RunArgs, key: Option<&str>) -> Result<DaemonConfig> {
+        let secrets = key.map(SecretArgs::with_key).unwrap_or_default();
+        args.validate(
+            "postgres://x@localhost/db",
+            &secrets,
+            Arc::new(SystemResolver),
+        )
+    }
 
     #[test]
     fn durations_take_the_documented_units() {
-        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
-        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("-5s").unwrap_err().contains("negative"));
-        assert!(parse_duration("60").unwrap_err().contains("no unit"));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert!(parse_duration("5w").unwrap_err().contains("unknown unit"));
-        assert_eq!(retention("off"), Ok(RetentionPeriod(None)));
         assert_eq!(
-            retention("1h"),
-            Ok(RetentionPeriod(Some(Duration::from_secs(3600))))
+            parse_duration("300ms").unwrap(),
+            (Duration::from_millis(300))
+        );
+        assert_eq!(parse_duration("60s").unwrap(), (Duration::from_secs(60)));
+        assert_eq!(parse_duration("5m").unwrap(), (Duration::from_secs(300)));
+        assert_eq!(
+            parse_duration("1.5s").unwrap(),
+            (Duration::from_millis(1500))
+        );
+        assert!(parse_duration("-5s")
+            .unwrap_err()
+            .to_string()
+            .contains("negative"));
+        assert!(parse_duration("60")
+            .unwrap_err()
+            .to_string()
+            .contains("no unit"));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            (Duration::from_secs(7 * 86_400))
+        );
+        assert!(parse_duration("5w")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown unit"));
+        assert_eq!(retention("off").unwrap(), RetentionPeriod(None));
+        assert_eq!(
+            retention("1h").unwrap(),
+            RetentionPeriod(Some(Duration::from_secs(3600)))
         );
         assert!(positive_duration("0s").is_err());
     }
@@ -351,25 +421,17 @@ mod tests {
             lease: Duration::from_secs(40),
             ..RunArgs::default()
         };
-        let err = args
-            .validate("postgres://x@localhost/db", Some(&key))
-            .err()
-            .unwrap();
+        let err = validate(&args, Some(&key)).err().unwrap();
         assert!(
             err.to_string().contains("--lease (40s) must exceed"),
             "{err}"
         );
-        assert!(RunArgs::default()
-            .validate("postgres://x@localhost/db", Some(&key))
-            .is_ok());
+        assert!(validate(&RunArgs::default(), Some(&key)).is_ok());
     }
 
     #[test]
     fn missing_secret_key_says_how_to_make_one() {
-        let err = RunArgs::default()
-            .validate("postgres://x@localhost/db", None)
-            .err()
-            .unwrap();
+        let err = validate(&RunArgs::default(), None).err().unwrap();
         assert!(err.to_string().contains("WEBHOOKD_SECRET_KEY is not set"));
         assert!(err.is_user_error());
     }

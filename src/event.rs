@@ -98,29 +98,6 @@ pub fn format_occurred_at(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-/// Serialises times as [`format_occurred_at`] does, for JSON answers
-/// (`#[serde(serialize_with = "timestamp::one")]`).
-pub mod timestamp {
-    use chrono::{DateTime, Utc};
-    use serde::Serializer;
-
-    /// A time.
-    pub fn one<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&super::format_occurred_at(*at))
-    }
-
-    /// A time or null.
-    pub fn optional<S: Serializer>(
-        at: &Option<DateTime<Utc>>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match at {
-            Some(at) => one(at, serializer),
-            None => serializer.serialize_none(),
-        }
-    }
-}
-
 /// Builds the envelope body. `data_json` is the event's `data` exactly as the
 /// database serialises it, so the bytes depend only on the stored event and are
 /// identical on every attempt and for every webhook.

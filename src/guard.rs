@@ -13,6 +13,24 @@ use hyper::Uri;
 /// Longest URL accepted; receivers and logs need no more.
 pub const MAX_URL_LEN: usize = 2048;
 
+/// Why a webhook URL was refused, in words for its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlRejected(pub String);
+
+impl std::fmt::Display for UrlRejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UrlRejected {}
+
+impl From<&str> for UrlRejected {
+    fn from(reason: &str) -> Self {
+        UrlRejected(reason.to_string())
+    }
+}
+
 /// A webhook URL that passed the syntactic checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetUrl {
@@ -28,53 +46,62 @@ pub struct TargetUrl {
 
 impl TargetUrl {
     /// Parses and checks a webhook URL. `allow_private` also admits `http://`.
-    pub fn parse(url: &str, allow_private: bool) -> Result<TargetUrl, String> {
+    pub fn parse(url: &str, allow_private: bool) -> Result<TargetUrl, UrlRejected> {
         if url.len() > MAX_URL_LEN {
-            return Err(format!("URL is longer than {MAX_URL_LEN} characters"));
+            return Err(UrlRejected(format!(
+                "URL is longer than {MAX_URL_LEN} characters"
+            )));
         }
         if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("URL must not contain whitespace or control characters".to_string());
+            return Err("URL must not contain whitespace or control characters".into());
         }
         let uri: Uri = url
             .parse()
-            .map_err(|_| format!("\"{}\" is not an absolute URL", truncate(url)))?;
+            .map_err(|_| UrlRejected(format!("\"{}\" is not an absolute URL", truncate(url))))?;
         let https =
             match uri.scheme_str() {
                 Some("https") => true,
                 Some("http") if allow_private => false,
                 Some("http") => return Err(
                     "URL must use https:// (http:// is allowed only with --allow-private-targets)"
-                        .to_string(),
+                        .into(),
                 ),
                 Some(other) => {
-                    return Err(format!(
+                    return Err(UrlRejected(format!(
                         "URL scheme \"{other}\" is not supported: use https://"
-                    ))
+                    )))
                 }
-                None => return Err(format!("\"{}\" is not an absolute URL", truncate(url))),
+                None => {
+                    return Err(UrlRejected(format!(
+                        "\"{}\" is not an absolute URL",
+                        truncate(url)
+                    )))
+                }
             };
-        let authority = uri.authority().ok_or("URL has no host")?;
+        let authority = uri
+            .authority()
+            .ok_or(UrlRejected("URL has no host".into()))?;
         if authority.as_str().contains('@') {
-            return Err("URL must not contain credentials (user:password@)".to_string());
+            return Err("URL must not contain credentials (user:password@)".into());
         }
         let host = authority
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
         if host.is_empty() {
-            return Err("URL has no host".to_string());
+            return Err("URL has no host".into());
         }
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         if port == 0 {
-            return Err("URL port 0 is not valid".to_string());
+            return Err("URL port 0 is not valid".into());
         }
         let host = host.to_ascii_lowercase();
         if let Ok(ip) = host.parse::<IpAddr>() {
             if !allow_private {
                 if let Some(kind) = blocked_kind(ip) {
-                    return Err(format!(
+                    return Err(UrlRejected(format!(
                         "URL points at a {kind} address ({ip}), which is blocked"
-                    ));
+                    )));
                 }
             }
         }

@@ -44,12 +44,12 @@ pub mod shutdown;
 pub mod signing;
 pub mod telemetry;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use event::EventType;
 
 /// Emits one event in the caller's transaction (or on its own): one insert
 /// into `outbox.events`, validated by the database. An invalid event is
-/// [`Error::Input`] with a message naming the event type and field.
+/// an [`Error`] of kind [`ErrorKind::Input`] with a message naming the event type and field.
 pub async fn emit(
     client: &impl tokio_postgres::GenericClient,
     organization_id: uuid::Uuid,

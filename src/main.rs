@@ -2,13 +2,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing::level_filters::LevelFilter;
 use webhookd::cli::{self, Cli, Command};
 use webhookd::telemetry::{self, LogFormat};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_args() {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };

@@ -18,19 +18,13 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::db;
-use crate::db::webhooks::DeliveryFilter;
 use crate::delivery::sender::Resolve;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::keys::Keyring;
-use crate::manage::{self, CreateWebhook};
+use crate::manage::{self, view::echo, CreateWebhook, DeliveryFilter, RecoverWindow};
 
-/// Shortest admin token accepted: it guards webhook creation.
-pub const MIN_TOKEN_LEN: usize = 16;
 /// Largest request body read.
 const MAX_BODY: usize = 64 * 1024;
-/// Most deliveries per page.
-const MAX_LIMIT: i64 = 100;
 
 /// What the API needs.
 pub struct ManagementApi {
@@ -61,10 +55,10 @@ struct ApiError(StatusCode, String);
 
 impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
-        let status = match &err {
-            Error::Input(_) | Error::Config(_) => StatusCode::BAD_REQUEST,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
+        let status = match err.kind() {
+            ErrorKind::Input | ErrorKind::Config => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -146,53 +140,44 @@ impl ManagementApi {
             (Method::GET, ["v1", "organizations", org, "webhooks"]) => {
                 let org = parse_id(org, "organization id")?;
                 let client = self.pool.get().await.map_err(Error::from)?;
-                let list = manage::list(&**client, org).await?;
-                Ok((
-                    StatusCode::OK,
-                    serde_json::to_value(list).unwrap_or_default(),
-                ))
+                ok_json(StatusCode::OK, manage::list(&**client, org).await?)
             }
             (Method::DELETE, ["v1", "webhooks", id]) => {
                 let id = parse_id(id, "webhook id")?;
                 let mut client = self.pool.get().await.map_err(Error::from)?;
-                db::webhooks::revoke(&mut client, id).await?;
+                manage::revoke(&mut client, id).await?;
                 Ok((StatusCode::NO_CONTENT, serde_json::Value::Null))
             }
             (Method::GET, ["v1", "webhooks", id, "deliveries"]) => {
                 let id = parse_id(id, "webhook id")?;
                 let filter = delivery_filter(&query)?;
                 let client = self.pool.get().await.map_err(Error::from)?;
-                let deliveries = db::webhooks::deliveries(&**client, id, &filter).await?;
-                Ok((
+                ok_json(
                     StatusCode::OK,
-                    serde_json::to_value(deliveries).unwrap_or_default(),
-                ))
+                    manage::deliveries(&**client, id, &filter).await?,
+                )
             }
             (Method::POST, ["v1", "deliveries", id, "redeliver"]) => {
                 let id = parse_id(id, "delivery id")?;
                 let client = self.pool.get().await.map_err(Error::from)?;
-                db::webhooks::redeliver(&**client, id).await?;
-                db::notify_wakeup(&**client).await?;
-                Ok((
+                manage::redeliver(&**client, id).await?;
+                ok_json(
                     StatusCode::ACCEPTED,
                     serde_json::json!({ "id": id, "status": "pending" }),
-                ))
+                )
             }
             (Method::POST, ["v1", "webhooks", id, "recover"]) => {
                 let id = parse_id(id, "webhook id")?;
                 let body: RecoverBody = read_json(request).await?;
                 let since = parse_time(&body.since, "since")?;
                 let until = parse_time(&body.until, "until")?;
-                if since >= until {
-                    return Err(bad_request("\"since\" must be earlier than \"until\""));
-                }
+                let window = RecoverWindow::new(since, until)?;
                 let client = self.pool.get().await.map_err(Error::from)?;
-                let requeued = db::webhooks::recover(&**client, id, since, until).await?;
-                db::notify_wakeup(&**client).await?;
-                Ok((
+                let requeued = manage::recover(&**client, id, window).await?;
+                ok_json(
                     StatusCode::ACCEPTED,
                     serde_json::json!({ "requeued": requeued }),
-                ))
+                )
             }
             (_, ["v1", "organizations", _, "webhooks"])
             | (_, ["v1", "webhooks", _])
@@ -223,11 +208,13 @@ impl ManagementApi {
             &request,
         )
         .await?;
-        Ok((
-            StatusCode::CREATED,
-            serde_json::to_value(created).unwrap_or_default(),
-        ))
+        ok_json(StatusCode::CREATED, created)
     }
+}
+
+/// A JSON answer.
+fn ok_json(status: StatusCode, body: impl serde::Serialize) -> ApiResult {
+    Ok((status, serde_json::to_value(body).unwrap_or_default()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,7 +249,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
 
 fn parse_id(text: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text)
-        .map_err(|_| bad_request(format!("{what} \"{}\" is not a UUID", truncate(text))))
+        .map_err(|_| bad_request(format!("{what} \"{}\" is not a UUID", echo(text))))
 }
 
 fn parse_time(text: &str, field: &str) -> Result<DateTime<Utc>, ApiError> {
@@ -271,57 +258,29 @@ fn parse_time(text: &str, field: &str) -> Result<DateTime<Utc>, ApiError> {
         .map_err(|_| {
             bad_request(format!(
                 "\"{field}\" must be an RFC 3339 time such as 2026-05-09T12:34:56Z, got \"{}\"",
-                truncate(text)
+                echo(text)
             ))
         })
 }
 
-fn truncate(text: &str) -> String {
-    text.chars().take(64).collect()
-}
-
 /// `status`, `limit` and `before` of the deliveries listing.
 fn delivery_filter(query: &str) -> Result<DeliveryFilter, ApiError> {
-    let mut filter = DeliveryFilter {
-        status: None,
-        before: None,
-        limit: 20,
-    };
+    let mut filter = DeliveryFilter::default();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_decode(value);
-        match key {
-            "status" if value.is_empty() => {}
-            "status" => {
-                if !["pending", "delivered", "failed", "cancelled"].contains(&value.as_str()) {
-                    return Err(bad_request(format!(
-                        "status must be one of pending, delivered, failed, cancelled, got \"{}\"",
-                        truncate(&value)
-                    )));
-                }
-                filter.status = Some(value);
-            }
-            "limit" if value.is_empty() => {}
-            "limit" => {
-                filter.limit = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-                    .ok_or_else(|| {
-                        bad_request(format!(
-                            "limit must be a whole number from 1 to {MAX_LIMIT}"
-                        ))
-                    })?;
-            }
-            "before" if value.is_empty() => {}
-            "before" => filter.before = Some(parse_time(&value, "before")?),
+        filter = match key {
+            _ if value.is_empty() && ["status", "limit", "before"].contains(&key) => filter,
+            "status" => filter.with_status(&value)?,
+            "limit" => filter.with_limit(&value)?,
+            "before" => filter.with_before(parse_time(&value, "before")?),
             other => {
                 return Err(bad_request(format!(
                     "unknown query parameter \"{}\"",
-                    truncate(other)
+                    echo(other)
                 )))
             }
-        }
+        };
     }
     Ok(filter)
 }

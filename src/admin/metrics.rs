@@ -271,7 +271,7 @@ impl Metrics {
         self.scraped.pool_available.set(status.available as i64);
         let sampled = tokio::time::timeout(std::time::Duration::from_secs(2), async {
             let client = pool.get().await.ok()?;
-            let depths = db::queue::queue_depths(&**client).await.ok()?;
+            let depths = db::stats::queue_depths(&**client).await.ok()?;
             let unopenable = crate::keys::unconfigured_webhooks(&**client, secret_key_ids)
                 .await
                 .ok()?;

@@ -52,11 +52,11 @@ impl AdminServer {
     /// Binds `address` (port 0 picks a free one).
     pub async fn bind(address: SocketAddr, state: AdminState) -> Result<Self> {
         let listener = TcpListener::bind(address).await.map_err(|err| {
-            Error::Config(format!("cannot listen on --admin-addr {address}: {err}"))
+            Error::config(format!("cannot listen on --admin-addr {address}: {err}"))
         })?;
         let address = listener
             .local_addr()
-            .map_err(|err| Error::Other(format!("admin listener: {err}")))?;
+            .map_err(|err| Error::other(format!("admin listener: {err}")))?;
         Ok(AdminServer {
             listener,
             address,

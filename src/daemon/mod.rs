@@ -118,7 +118,7 @@ impl Running {
         let panicked = self.services.panicked();
         async move {
             let name = panicked.await;
-            Error::Other(format!("the {name} stopped unexpectedly; the daemon stops"))
+            Error::other(format!("the {name} stopped unexpectedly; the daemon stops"))
         }
     }
 

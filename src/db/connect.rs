@@ -45,7 +45,7 @@ impl SslMode {
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
             other => {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "{setting}: unknown sslmode \"{other}\": use disable, prefer, require, \
                      verify-ca or verify-full"
                 )))
@@ -117,7 +117,7 @@ impl DatabaseTarget {
             None => SslMode::Prefer,
         };
         let mut config: tokio_postgres::Config = split.rest.parse().map_err(|err| {
-            Error::Config(format!("{setting} is not a valid PostgreSQL URL: {err}"))
+            Error::config(format!("{setting} is not a valid PostgreSQL URL: {err}"))
         })?;
         config.ssl_mode(sslmode.for_driver());
         if config.get_connect_timeout().is_none() {
@@ -169,7 +169,7 @@ impl DatabaseTarget {
         let limit = self.start_up_limit();
         match tokio::time::timeout(limit, self.config.connect(self.tls())).await {
             Ok(connected) => connected.map_err(|err| self.connect_error(&err)),
-            Err(_) => Err(Error::Pool(format!(
+            Err(_) => Err(cannot_connect(format!(
                 "{} (no connection within {}s: a server accepted but did not finish TLS or \
                  authentication; a pooler with no free server connection does this)",
                 self.redacted,
@@ -212,7 +212,7 @@ impl DatabaseTarget {
         } else {
             String::new()
         };
-        Error::Pool(format!("{} ({tried}{})", self.redacted, self.describe(err)))
+        cannot_connect(format!("{} ({tried}{})", self.redacted, self.describe(err)))
     }
 
     fn describe(&self, err: &tokio_postgres::Error) -> String {
@@ -252,6 +252,11 @@ impl DatabaseTarget {
     }
 }
 
+/// The database could not be reached: `detail` says where and why.
+pub(crate) fn cannot_connect(detail: String) -> Error {
+    Error::unavailable(format!("cannot connect to the database: {detail}"))
+}
+
 /// What to change after a failed TLS handshake whose `reason` is
 /// [`describe_tls`](crate::delivery::sender::describe_tls)'s: a name mismatch (OpenSSL
 /// says "Hostname mismatch" or, for an IP address, "IP address mismatch")
@@ -283,7 +288,7 @@ fn check_verification(
 ) -> Result<()> {
     match (sslmode, sslrootcert) {
         (SslMode::VerifyCa, None) => {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "{setting}: sslmode=verify-ca needs sslrootcert=FILE, the CA that signs the \
                  server's certificate (with the system's trust store any publicly trusted \
                  certificate would pass); or use sslmode=verify-full"
@@ -293,7 +298,7 @@ fn check_verification(
             SslMode::Disable | SslMode::Prefer | SslMode::Require | SslMode::VerifyCa,
             Some("system"),
         ) => {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "{setting}: sslrootcert=system needs sslmode=verify-full (the system's trust store \
                  vouches for any publicly trusted certificate, so only the host name check makes \
                  it mean something)"
@@ -305,7 +310,7 @@ fn check_verification(
     if sslmode == SslMode::VerifyFull
         && (config.get_hosts().is_empty() || !config.get_hosts().iter().all(named))
     {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "{setting}: sslmode=verify-full needs a host name for every host (not only hostaddr, \
              not a Unix socket) to check the server's certificate against"
         )));
@@ -337,20 +342,20 @@ fn tls_connector(sslmode: SslMode, roots: &RootCerts, setting: &str) -> Result<M
     }
     let connector = builder
         .build()
-        .map_err(|err| Error::Config(format!("{setting}: cannot set up TLS: {err}")))?;
+        .map_err(|err| Error::config(format!("{setting}: cannot set up TLS: {err}")))?;
     Ok(MakeTlsConnector::new(connector))
 }
 
 /// The PEM certificates of an `sslrootcert` file.
 fn read_root_certificates(path: &Path, setting: &str) -> Result<Vec<Certificate>> {
     let pem = std::fs::read(path).map_err(|err| {
-        Error::Config(format!(
+        Error::config(format!(
             "{setting}: cannot read sslrootcert {}: {err}",
             path.display()
         ))
     })?;
     let certificates = crate::config::pem_certificates(&pem).map_err(|reason| {
-        Error::Config(format!(
+        Error::config(format!(
             "{setting}: sslrootcert {}: {reason}",
             path.display()
         ))
@@ -385,7 +390,7 @@ fn split_ssl_parameters(url: &str, setting: &str) -> Result<SplitUrl> {
             "sslmode" => sslmode = Some(value),
             "sslrootcert" => sslrootcert = Some(value),
             key if UNSUPPORTED.contains(&key) => {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "{setting}: {key} is not supported (client certificates and revocation \
                      lists): authenticate with a password over TLS instead"
                 )))
@@ -445,7 +450,7 @@ fn split_key_values(
             std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "{setting} is not a valid PostgreSQL URL: expected key=value at character {}",
                 text.chars().count() - chars.clone().count()
             )));
@@ -475,7 +480,7 @@ fn read_value(
             Some('\\') => value.extend(chars.next()),
             Some(c) => value.push(c),
             None => {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "{setting} is not a valid PostgreSQL URL: unterminated quote in {key}"
                 )))
             }

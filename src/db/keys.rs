@@ -1,5 +1,6 @@
-//! Queries about the keys of webhook secrets: which key sealed how many
-//! webhooks, re-sealing them for `keys rotate`, and handing back deliveries
+//! Queries about webhook secrets and their keys: loading sealed secrets for
+//! the dispatcher, which key sealed how many webhooks, re-sealing them for
+//! `keys rotate`, and handing back deliveries
 //! whose secret no configured key opens. Unnamed statements with explicit
 //! parameter types, so they run unchanged behind a transaction-mode pooler.
 
@@ -9,18 +10,17 @@ use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::db::{self, Query};
+use crate::error::Result;
 
 /// Active webhooks per key id: (key id, how many).
 pub async fn active_webhooks_by_key(client: &impl GenericClient) -> Result<Vec<(String, i64)>> {
-    let rows = client
-        .query_typed(include_str!("../../sql/queries/webhooks_by_key.sql"), &[])
+    const BY_KEY: Query = db::named!("counting webhooks by key", "webhooks_by_key");
+    BY_KEY
+        .map(client, &[], |row| {
+            (row.get("secret_key_id"), row.get("webhooks"))
+        })
         .await
-        .map_err(|err| Error::db("counting webhooks by key", err))?;
-    Ok(rows
-        .iter()
-        .map(|row| (row.get("secret_key_id"), row.get("webhooks")))
-        .collect())
 }
 
 /// A stored secret as `keys rotate` reads it.
@@ -42,25 +42,19 @@ pub async fn secrets_to_rotate(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<StoredSecret>> {
-    let rows = client
-        .query_typed(
-            include_str!("../../sql/queries/secrets_to_rotate.sql"),
-            &[
-                (&current_key_id, Type::TEXT),
-                (&after, Type::UUID),
-                (&limit, Type::INT8),
-            ],
-        )
-        .await
-        .map_err(|err| Error::db("reading webhook secrets to rotate", err))?;
-    Ok(rows
-        .iter()
-        .map(|row| StoredSecret {
+    const TO_ROTATE: Query = db::named!("reading webhook secrets to rotate", "secrets_to_rotate");
+    let params: [db::Param; 3] = [
+        (&current_key_id, Type::TEXT),
+        (&after, Type::UUID),
+        (&limit, Type::INT8),
+    ];
+    TO_ROTATE
+        .map(client, &params, |row| StoredSecret {
             webhook_id: row.get("id"),
             ciphertext: row.get("secret_ciphertext"),
             key_id: row.get("secret_key_id"),
         })
-        .collect())
+        .await
 }
 
 /// A secret opened and sealed again under the current key.
@@ -82,21 +76,17 @@ pub async fn reseal(
     key_id: &str,
     secrets: &[Resealed],
 ) -> Result<u64> {
+    const RESEAL: Query = db::named!("storing re-encrypted webhook secrets", "secrets_reseal");
     let ids: Vec<Uuid> = secrets.iter().map(|s| s.webhook_id).collect();
     let opened: Vec<&[u8]> = secrets.iter().map(|s| s.opened.as_slice()).collect();
     let resealed: Vec<&[u8]> = secrets.iter().map(|s| s.resealed.as_slice()).collect();
-    client
-        .execute_typed(
-            include_str!("../../sql/queries/secrets_reseal.sql"),
-            &[
-                (&ids, Type::UUID_ARRAY),
-                (&opened, Type::BYTEA_ARRAY),
-                (&resealed, Type::BYTEA_ARRAY),
-                (&key_id, Type::TEXT),
-            ],
-        )
-        .await
-        .map_err(|err| Error::db("storing re-encrypted webhook secrets", err))
+    let params: [db::Param; 4] = [
+        (&ids, Type::UUID_ARRAY),
+        (&opened, Type::BYTEA_ARRAY),
+        (&resealed, Type::BYTEA_ARRAY),
+        (&key_id, Type::TEXT),
+    ];
+    RESEAL.execute(client, &params).await
 }
 
 /// Gives leased deliveries (id, lease token) back without counting their
@@ -106,18 +96,29 @@ pub async fn hold_back(
     leases: &[(Uuid, Uuid)],
     delay: Duration,
 ) -> Result<u64> {
-    let ids: Vec<Uuid> = leases.iter().map(|(id, _)| *id).collect();
-    let tokens: Vec<Uuid> = leases.iter().map(|(_, token)| *token).collect();
+    const HOLD_BACK: Query = db::named!(
+        "handing back deliveries whose secret does not open",
+        "deliveries_hold_back"
+    );
+    let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) = leases.iter().copied().unzip();
     let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-    client
-        .execute_typed(
-            include_str!("../../sql/queries/deliveries_hold_back.sql"),
-            &[
-                (&ids, Type::UUID_ARRAY),
-                (&tokens, Type::UUID_ARRAY),
-                (&delay_ms, Type::INT8),
-            ],
-        )
+    let params: [db::Param; 3] = [
+        (&ids, Type::UUID_ARRAY),
+        (&tokens, Type::UUID_ARRAY),
+        (&delay_ms, Type::INT8),
+    ];
+    HOLD_BACK.execute(client, &params).await
+}
+
+/// Sealed secrets of the given webhooks: (id, ciphertext, key id).
+pub async fn webhook_secrets(
+    client: &impl GenericClient,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, Vec<u8>, String)>> {
+    const WEBHOOK_SECRETS: Query = db::named!("loading webhook secrets", "webhook_secrets");
+    WEBHOOK_SECRETS
+        .map(client, &[(&ids, Type::UUID_ARRAY)], |row| {
+            (row.get(0), row.get(1), row.get(2))
+        })
         .await
-        .map_err(|err| Error::db("handing back deliveries whose secret does not open", err))
 }

@@ -1,10 +1,11 @@
-//! What the maintenance services read about the database itself: who holds
-//! the xmin horizon back, and the queue tables' dead tuples.
+//! What the maintenance services ask of the database itself: who holds the
+//! xmin horizon back, and vacuuming a queue table (its statistics are in
+//! `db::stats`).
 
 use tokio_postgres::GenericClient;
 
-use crate::db;
-use crate::error::Result;
+use crate::db::{self, Query};
+use crate::error::{Error, Result};
 
 /// What kind of thing holds the xmin horizon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,13 +65,8 @@ pub struct HorizonHolder {
 /// The oldest holder of this database's xmin horizon, apart from the
 /// session asking; `None` when nothing holds it.
 pub async fn xmin_horizon(client: &impl GenericClient) -> Result<Option<HorizonHolder>> {
-    let row = db::query_opt(
-        client,
-        "reading the xmin horizon",
-        include_str!("../../sql/queries/xmin_horizon.sql"),
-        &[],
-    )
-    .await?;
+    const XMIN_HORIZON: Query = db::named!("reading the xmin horizon", "xmin_horizon");
+    let row = XMIN_HORIZON.opt(client, &[]).await?;
     Ok(row.map(|row| HorizonHolder {
         kind: HolderKind::parse(row.get("kind")),
         pid: row.get("pid"),
@@ -83,18 +79,14 @@ pub async fn xmin_horizon(client: &impl GenericClient) -> Result<Option<HorizonH
     }))
 }
 
-/// Dead tuples of each queue table (`webhooks`, `events`, `deliveries`,
-/// `delivery_attempts`), from the statistics.
-pub async fn queue_dead_tuples(client: &impl GenericClient) -> Result<Vec<(String, i64)>> {
-    let rows = db::query(
-        client,
-        "reading dead tuples",
-        include_str!("../../sql/queries/queue_dead_tuples.sql"),
-        &[],
-    )
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|row| (row.get("relname"), row.get("n_dead_tup")))
-        .collect())
+/// `VACUUM (SKIP_LOCKED, ANALYZE)` of one queue table (outside any
+/// transaction, as VACUUM requires).
+pub async fn vacuum(client: &impl GenericClient, table: &str) -> Result<()> {
+    // Only the queue's own tables, never a name from elsewhere.
+    let table = match table {
+        "deliveries" | "events" | "delivery_attempts" => table,
+        other => return Err(Error::other(format!("refusing to vacuum {other}"))),
+    };
+    let sql = format!("VACUUM (SKIP_LOCKED, ANALYZE) outbox.{table}");
+    db::batch(client, &format!("vacuuming outbox.{table}"), &sql).await
 }

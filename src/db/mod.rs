@@ -6,17 +6,21 @@ pub mod connect;
 pub mod keys;
 pub mod maintenance;
 pub mod queue;
+pub mod retention;
 mod schema;
+mod statement;
+pub mod stats;
+mod wakeup;
 pub mod webhooks;
 
 pub use connect::DatabaseTarget;
 pub use schema::{check_schema, migrate, migrate_to, migrations, schema_state, SchemaState};
-
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{GenericClient, Row};
+pub(crate) use statement::{batch, begin, commit, named};
+pub use statement::{Param, Query};
+pub use wakeup::{listen, notify, notify_wakeup, ping};
 
 use crate::error::{Error, Result};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 /// The default of `DATABASE_URL` (docs/CONTRACT.md §6).
 pub const DATABASE_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -88,11 +92,14 @@ pub async fn connect_pool(target: &DatabaseTarget, max_size: usize) -> Result<Po
         // connection means something is stuck, and the caller says so.
         .wait_timeout(Some(POOL_WAIT_LIMIT))
         .build()
-        .map_err(|err| Error::Config(format!("cannot build the database pool: {err}")))?;
+        .map_err(|err| Error::config(format!("cannot build the database pool: {err}")))?;
     match pool.get().await {
         Ok(client) => drop(client),
         Err(deadpool_postgres::PoolError::Backend(err)) => return Err(target.connect_error(&err)),
-        Err(other) => return Err(Error::Pool(format!("{} ({other})", target.redacted()))),
+        Err(other) => {
+            let detail = format!("{} ({other})", target.redacted());
+            return Err(connect::cannot_connect(detail));
+        }
     }
     Ok(pool)
 }
@@ -150,80 +157,6 @@ pub fn redact_url(url: &str) -> String {
         hosts.join(","),
         config.get_dbname().unwrap_or("")
     )
-}
-
-/// Wakes listening daemons (after a redeliver, say).
-pub async fn notify_wakeup(client: &impl GenericClient) -> Result<()> {
-    notify(client, "").await
-}
-
-/// Notifies the wake-up channel with `payload` (the LISTEN probe's own).
-pub async fn notify(client: &impl GenericClient, payload: &str) -> Result<()> {
-    query(
-        client,
-        "notifying the daemons",
-        include_str!("../../sql/queries/notify_wakeup.sql"),
-        &[(&payload, Type::TEXT)],
-    )
-    .await?;
-    Ok(())
-}
-
-/// A statement parameter with its PostgreSQL type. Every statement is sent
-/// unnamed with its parameter types, in one round trip: nothing outlives it
-/// on the server connection, which is what a pooler in transaction mode needs.
-pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
-
-/// Runs one statement and returns its rows; `doing` names it in errors.
-pub async fn query(
-    client: &impl GenericClient,
-    doing: &str,
-    sql: &str,
-    params: &[Param<'_>],
-) -> Result<Vec<Row>> {
-    client
-        .query_typed(sql, params)
-        .await
-        .map_err(|err| Error::db(doing, err))
-}
-
-/// Runs one statement that returns exactly one row.
-pub async fn query_one(
-    client: &impl GenericClient,
-    doing: &str,
-    sql: &str,
-    params: &[Param<'_>],
-) -> Result<Row> {
-    client
-        .query_typed_one(sql, params)
-        .await
-        .map_err(|err| Error::db(doing, err))
-}
-
-/// Runs one statement that returns at most one row.
-pub async fn query_opt(
-    client: &impl GenericClient,
-    doing: &str,
-    sql: &str,
-    params: &[Param<'_>],
-) -> Result<Option<Row>> {
-    client
-        .query_typed_opt(sql, params)
-        .await
-        .map_err(|err| Error::db(doing, err))
-}
-
-/// Runs one statement and returns how many rows it changed.
-pub async fn execute(
-    client: &impl GenericClient,
-    doing: &str,
-    sql: &str,
-    params: &[Param<'_>],
-) -> Result<u64> {
-    client
-        .execute_typed(sql, params)
-        .await
-        .map_err(|err| Error::db(doing, err))
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The daemon's queries: fan-out, claim, write-back, release and wake-ups.
+//! The daemon's queue queries: fan-out, claim, write-back, release and the
+//! wake-up switch.
 //! Each is one unnamed statement and one round trip; the hot ones call the
 //! PL/pgSQL functions of migration 0005, which keep their plans.
 
@@ -9,8 +10,8 @@ use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::db;
-use crate::error::{Error, Result};
+use crate::db::{self, Query};
+use crate::error::Result;
 
 /// What one fan-out batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,13 +24,8 @@ pub struct FanOutCount {
 
 /// Fans out up to `batch` events.
 pub async fn fan_out(client: &impl GenericClient, batch: i32) -> Result<FanOutCount> {
-    let row = db::query_one(
-        client,
-        "fanning out events",
-        include_str!("../../sql/queries/fan_out.sql"),
-        &[(&batch, Type::INT4)],
-    )
-    .await?;
+    const FAN_OUT: Query = db::named!("fanning out events", "fan_out");
+    let row = FAN_OUT.one(client, &[(&batch, Type::INT4)]).await?;
     Ok(FanOutCount {
         events: row.get("events"),
         deliveries: row.get("deliveries"),
@@ -82,23 +78,23 @@ pub struct ClaimedDelivery {
 
 /// Leases due deliveries.
 pub async fn claim(client: &impl GenericClient, request: &ClaimRequest<'_>) -> Result<ClaimedRows> {
+    const CLAIM: Query = db::named!("claiming deliveries", "claim");
     let lease_ms = i64::try_from(request.lease.as_millis()).unwrap_or(i64::MAX);
-    let rows = db::query(
-        client,
-        "claiming deliveries",
-        include_str!("../../sql/queries/claim.sql"),
-        &[
-            (&request.limit, Type::INT4),
-            (&request.scan_window, Type::INT4),
-            (&request.by_webhook, Type::BOOL),
-            (&request.busy, Type::UUID_ARRAY),
-            (&request.free_slots, Type::INT4_ARRAY),
-            (&request.per_webhook_cap, Type::INT4),
-            (&lease_ms, Type::INT8),
-            (&request.token, Type::UUID),
-        ],
-    )
-    .await?;
+    let rows = CLAIM
+        .all(
+            client,
+            &[
+                (&request.limit, Type::INT4),
+                (&request.scan_window, Type::INT4),
+                (&request.by_webhook, Type::BOOL),
+                (&request.busy, Type::UUID_ARRAY),
+                (&request.free_slots, Type::INT4_ARRAY),
+                (&request.per_webhook_cap, Type::INT4),
+                (&lease_ms, Type::INT8),
+                (&request.token, Type::UUID),
+            ],
+        )
+        .await?;
     let window_rows = rows.first().map(|row| row.get("window_rows")).unwrap_or(0);
     let deliveries = rows
         .iter()
@@ -170,6 +166,7 @@ pub struct AttemptRecord {
 /// Writes a batch of attempts back; returns how many landed (the others had
 /// lost their lease or been cancelled).
 pub async fn complete(client: &impl GenericClient, records: &[AttemptRecord]) -> Result<u64> {
+    const COMPLETE: Query = db::named!("writing delivery results", "complete");
     let ids: Vec<Uuid> = records.iter().map(|r| r.delivery_id).collect();
     let tokens: Vec<Uuid> = records.iter().map(|r| r.lease_token).collect();
     let statuses: Vec<&str> = records
@@ -202,25 +199,24 @@ pub async fn complete(client: &impl GenericClient, records: &[AttemptRecord]) ->
         .iter()
         .map(|r| r.response_excerpt.as_deref())
         .collect();
-    let row = db::query_one(
-        client,
-        "writing delivery results",
-        include_str!("../../sql/queries/complete.sql"),
-        &[
-            (&ids, Type::UUID_ARRAY),
-            (&tokens, Type::UUID_ARRAY),
-            (&statuses, Type::TEXT_ARRAY),
-            (&codes, Type::INT4_ARRAY),
-            (&reasons, Type::TEXT_ARRAY),
-            (&retry_in_ms, Type::INT8_ARRAY),
-            (&attempts, Type::INT4_ARRAY),
-            (&started, Type::TIMESTAMPTZ_ARRAY),
-            (&durations, Type::INT4_ARRAY),
-            (&outcomes, Type::TEXT_ARRAY),
-            (&excerpts, Type::TEXT_ARRAY),
-        ],
-    )
-    .await?;
+    let row = COMPLETE
+        .one(
+            client,
+            &[
+                (&ids, Type::UUID_ARRAY),
+                (&tokens, Type::UUID_ARRAY),
+                (&statuses, Type::TEXT_ARRAY),
+                (&codes, Type::INT4_ARRAY),
+                (&reasons, Type::TEXT_ARRAY),
+                (&retry_in_ms, Type::INT8_ARRAY),
+                (&attempts, Type::INT4_ARRAY),
+                (&started, Type::TIMESTAMPTZ_ARRAY),
+                (&durations, Type::INT4_ARRAY),
+                (&outcomes, Type::TEXT_ARRAY),
+                (&excerpts, Type::TEXT_ARRAY),
+            ],
+        )
+        .await?;
     Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }
 
@@ -242,6 +238,7 @@ pub async fn fold_webhook_health(
     client: &impl GenericClient,
     health: &[WebhookHealth],
 ) -> Result<()> {
+    const FOLD_WEBHOOK_STATUS: Query = db::named!("updating webhook status", "fold_webhook_status");
     let ids: Vec<Uuid> = health.iter().map(|h| h.webhook_id).collect();
     let successes: Vec<Option<DateTime<Utc>>> = health.iter().map(|h| h.last_success_at).collect();
     let failures: Vec<Option<DateTime<Utc>>> = health.iter().map(|h| h.last_failure_at).collect();
@@ -249,32 +246,30 @@ pub async fn fold_webhook_health(
         .iter()
         .map(|h| h.last_failure_reason.as_deref())
         .collect();
-    db::query(
-        client,
-        "updating webhook status",
-        include_str!("../../sql/queries/fold_webhook_status.sql"),
-        &[
-            (&ids, Type::UUID_ARRAY),
-            (&successes, Type::TIMESTAMPTZ_ARRAY),
-            (&failures, Type::TIMESTAMPTZ_ARRAY),
-            (&reasons, Type::TEXT_ARRAY),
-        ],
-    )
-    .await?;
+    FOLD_WEBHOOK_STATUS
+        .all(
+            client,
+            &[
+                (&ids, Type::UUID_ARRAY),
+                (&successes, Type::TIMESTAMPTZ_ARRAY),
+                (&failures, Type::TIMESTAMPTZ_ARRAY),
+                (&reasons, Type::TEXT_ARRAY),
+            ],
+        )
+        .await?;
     Ok(())
 }
 
 /// Gives leased, unattempted deliveries back, due at once.
 pub async fn release(client: &impl GenericClient, leases: &[(Uuid, Uuid)]) -> Result<u64> {
-    let ids: Vec<Uuid> = leases.iter().map(|(id, _)| *id).collect();
-    let tokens: Vec<Uuid> = leases.iter().map(|(_, token)| *token).collect();
-    db::execute(
-        client,
-        "releasing leased deliveries",
-        include_str!("../../sql/queries/release.sql"),
-        &[(&ids, Type::UUID_ARRAY), (&tokens, Type::UUID_ARRAY)],
-    )
-    .await
+    const RELEASE: Query = db::named!("releasing leased deliveries", "release");
+    let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) = leases.iter().copied().unzip();
+    RELEASE
+        .execute(
+            client,
+            &[(&ids, Type::UUID_ARRAY), (&tokens, Type::UUID_ARRAY)],
+        )
+        .await
 }
 
 /// What an idle replica needs to decide how long to sleep.
@@ -291,13 +286,8 @@ pub struct NextWork {
 
 /// When there is next something to do, and the state of the wake-up switch.
 pub async fn next_work(client: &impl GenericClient) -> Result<NextWork> {
-    let row = db::query_one(
-        client,
-        "finding the next due delivery",
-        include_str!("../../sql/queries/next_wakeup.sql"),
-        &[],
-    )
-    .await?;
+    const NEXT_WAKEUP: Query = db::named!("finding the next due delivery", "next_wakeup");
+    let row = NEXT_WAKEUP.one(client, &[]).await?;
     let next_at: Option<DateTime<Utc>> = row.get("next_at");
     let now: DateTime<Utc> = row.get("db_now");
     Ok(NextWork {
@@ -310,162 +300,13 @@ pub async fn next_work(client: &impl GenericClient) -> Result<NextWork> {
 /// Turns producers' NOTIFY on or off. When turning it on, returns the fence:
 /// transactions below it may have seen it off.
 pub async fn set_wakeup_notify(client: &impl GenericClient, notify: bool) -> Result<Option<i64>> {
-    db::query(
-        client,
-        "switching wake-up notifications",
-        include_str!("../../sql/queries/set_wakeup.sql"),
-        &[(&notify, Type::BOOL)],
-    )
-    .await?;
+    const TRANSACTION_FENCE: Query =
+        db::named!("reading the transaction fence", "transaction_fence");
+    const SET_WAKEUP: Query = db::named!("switching wake-up notifications", "set_wakeup");
+    SET_WAKEUP.all(client, &[(&notify, Type::BOOL)]).await?;
     if !notify {
         return Ok(None);
     }
-    let row = db::query_one(
-        client,
-        "reading the transaction fence",
-        include_str!("../../sql/queries/transaction_fence.sql"),
-        &[],
-    )
-    .await?;
+    let row = TRANSACTION_FENCE.one(client, &[]).await?;
     Ok(Some(row.get("fence")))
-}
-
-/// The queue's depth, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct QueueDepths {
-    /// Pending deliveries, in flight included.
-    pub pending: i64,
-    /// Pending and due now.
-    pub due: i64,
-    /// Failed for good.
-    pub failed: i64,
-    /// How long the oldest due delivery has been due.
-    pub oldest_due_age_seconds: f64,
-    /// Age of the oldest event not yet fanned out.
-    pub fanout_lag_seconds: f64,
-}
-
-/// Reads the queue's depth.
-pub async fn queue_depths(client: &impl GenericClient) -> Result<QueueDepths> {
-    let row = db::query_one(
-        client,
-        "reading the queue depth",
-        include_str!("../../sql/queries/queue_depths.sql"),
-        &[],
-    )
-    .await?;
-    Ok(QueueDepths {
-        pending: row.get("pending"),
-        due: row.get("due"),
-        failed: row.get("failed"),
-        oldest_due_age_seconds: row.get("oldest_due_age_seconds"),
-        fanout_lag_seconds: row.get("fanout_lag_seconds"),
-    })
-}
-
-/// Sealed secrets of the given webhooks: (id, ciphertext, key id).
-pub async fn webhook_secrets(
-    client: &impl GenericClient,
-    ids: &[Uuid],
-) -> Result<Vec<(Uuid, Vec<u8>, String)>> {
-    let rows = db::query(
-        client,
-        "loading webhook secrets",
-        include_str!("../../sql/queries/webhook_secrets.sql"),
-        &[(&ids, Type::UUID_ARRAY)],
-    )
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
-        .collect())
-}
-
-/// The advisory lock that lets only one replica sweep at a time.
-pub const RETENTION_LOCK: i64 = 0x7265_7465_6e74_696f; // "retentio"
-
-/// Deletes one batch of expired, finished events (and, by cascade, their
-/// deliveries and attempts). `None` when another replica holds the sweep.
-pub async fn delete_expired_events(
-    client: &mut deadpool_postgres::Client,
-    keep: Duration,
-    batch: i64,
-) -> Result<Option<u64>> {
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|err| Error::db("starting retention", err))?;
-    let locked: bool = db::query_one(
-        &*tx,
-        "taking the retention lock",
-        "SELECT pg_try_advisory_xact_lock($1)",
-        &[(&RETENTION_LOCK, Type::INT8)],
-    )
-    .await?
-    .get(0);
-    if !locked {
-        return Ok(None);
-    }
-    let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
-    let deleted = db::execute(
-        &*tx,
-        "deleting expired events",
-        include_str!("../../sql/queries/retention_delete.sql"),
-        &[(&keep_ms, Type::INT8), (&batch, Type::INT8)],
-    )
-    .await?;
-    tx.commit()
-        .await
-        .map_err(|err| Error::db("committing retention", err))?;
-    Ok(Some(deleted))
-}
-
-/// A queue table's vacuum state.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VacuumCandidate {
-    /// `deliveries`, `events` or `delivery_attempts`.
-    pub name: String,
-    /// Live tuples (estimate).
-    pub live: i64,
-    /// Dead tuples (estimate).
-    pub dead: i64,
-    /// Whether autovacuum is on for the server.
-    pub autovacuum_on: bool,
-    /// Since the last vacuum of any kind.
-    pub seconds_since_vacuum: f64,
-}
-
-/// The queue tables' vacuum state.
-pub async fn vacuum_candidates(client: &impl GenericClient) -> Result<Vec<VacuumCandidate>> {
-    let rows = db::query(
-        client,
-        "reading vacuum statistics",
-        include_str!("../../sql/queries/vacuum_candidates.sql"),
-        &[],
-    )
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|row| VacuumCandidate {
-            name: row.get("relname"),
-            live: row.get("n_live_tup"),
-            dead: row.get("n_dead_tup"),
-            autovacuum_on: row.get("autovacuum_on"),
-            seconds_since_vacuum: row.get("seconds_since_vacuum"),
-        })
-        .collect())
-}
-
-/// `VACUUM (SKIP_LOCKED, ANALYZE)` of one queue table (outside any
-/// transaction, as VACUUM requires).
-pub async fn vacuum(client: &deadpool_postgres::Client, table: &str) -> Result<()> {
-    // Only the queue's own tables, never a name from elsewhere.
-    let table = match table {
-        "deliveries" | "events" | "delivery_attempts" => table,
-        other => return Err(Error::Other(format!("refusing to vacuum {other}"))),
-    };
-    client
-        .batch_execute(&format!("VACUUM (SKIP_LOCKED, ANALYZE) outbox.{table}"))
-        .await
-        .map_err(|err| Error::db(format!("vacuuming outbox.{table}"), err))
 }

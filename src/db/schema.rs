@@ -11,6 +11,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 
 use super::{MIGRATIONS, SCHEMA_VERSION};
+use crate::db::{self, Query};
 use crate::error::{Error, Result};
 
 /// Any number will do as long as it is webhookd's alone: it serialises
@@ -66,13 +67,13 @@ impl SchemaState {
         matches!(self, SchemaState::Current | SchemaState::Newer { .. })
     }
 
-    /// `Ok` only when current; otherwise [`Error::Schema`] with
+    /// `Ok` only when current; otherwise an error of kind [`crate::ErrorKind::Schema`] with
     /// [`SchemaState::describe`]. What a starting daemon and
     /// `migrate --check` need.
     pub fn require_current(&self) -> Result<()> {
         match self {
             SchemaState::Current => Ok(()),
-            other => Err(Error::Schema(other.describe())),
+            other => Err(Error::schema(other.describe())),
         }
     }
 
@@ -148,14 +149,8 @@ fn classify(applied: &[i32]) -> SchemaState {
 /// Reads the schema's state; changes nothing. `Err` only when the database
 /// cannot be read.
 pub async fn schema_state(client: &impl GenericClient) -> Result<SchemaState> {
-    let exists: bool = client
-        .query_typed_one(
-            "SELECT to_regclass('outbox.schema_migrations') IS NOT NULL",
-            &[],
-        )
-        .await
-        .map_err(|err| Error::db("checking the schema", err))?
-        .get(0);
+    const EXISTS: Query = db::named!("checking the schema", "schema_exists");
+    let exists: bool = EXISTS.one(client, &[]).await?.get(0);
     if !exists {
         return Ok(SchemaState::Missing);
     }
@@ -164,7 +159,7 @@ pub async fn schema_state(client: &impl GenericClient) -> Result<SchemaState> {
 }
 
 /// Checks that this binary's statements work on the schema: `Ok` with the
-/// state when it is current or newer, [`Error::Schema`] telling the user to
+/// state when it is current or newer, an error of kind [`crate::ErrorKind::Schema`] telling the user to
 /// run `webhookd migrate` when it is missing or older. One-shot commands use
 /// this; a starting daemon also refuses a newer schema
 /// ([`SchemaState::require_current`]).
@@ -173,15 +168,15 @@ pub async fn check_schema(client: &impl GenericClient) -> Result<SchemaState> {
     if state.is_usable() {
         Ok(state)
     } else {
-        Err(Error::Schema(state.describe()))
+        Err(Error::schema(state.describe()))
     }
 }
 
 async fn applied_versions(client: &impl GenericClient) -> Result<Vec<i32>> {
-    Ok(client
-        .query_typed("SELECT version FROM outbox.schema_migrations", &[])
-        .await
-        .map_err(|err| Error::db("reading applied migrations", err))?
+    const VERSIONS: Query = db::named!("reading applied migrations", "schema_versions");
+    Ok(VERSIONS
+        .all(client, &[])
+        .await?
         .iter()
         .map(|row| row.get(0))
         .collect())
@@ -200,50 +195,25 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>> {
 /// upgrades (a database left behind by the previous release) and for
 /// reproducing an older release's schema by hand.
 pub async fn migrate_to(client: &mut tokio_postgres::Client, target: i32) -> Result<Vec<i32>> {
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|err| Error::db("starting the migration", err))?;
-    // IF NOT EXISTS notices are noise on every re-run.
-    tx.batch_execute("SET LOCAL client_min_messages = warning")
-        .await
-        .map_err(|err| Error::db("starting the migration", err))?;
-    tx.query_typed(
-        "SELECT pg_advisory_xact_lock($1)",
-        &[(&MIGRATION_LOCK, Type::INT8)],
-    )
-    .await
-    .map_err(|err| Error::db("taking the migration lock", err))?;
-    tx.batch_execute(
-        "CREATE SCHEMA IF NOT EXISTS outbox;
-         CREATE TABLE IF NOT EXISTS outbox.schema_migrations (
-             version    integer PRIMARY KEY,
-             name       text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         );",
-    )
-    .await
-    .map_err(|err| Error::db("creating the migrations table", err))?;
+    const RECORD: Query = db::named!("recording the migration", "migration_record");
+    const TABLE: Query = db::named!("creating the migrations table", "migrations_table");
+    const LOCK: Query = db::named!("taking the migration lock", "migration_lock");
+    let tx = db::begin(client, "starting the migration").await?;
+    LOCK.all(&tx, &[(&MIGRATION_LOCK, Type::INT8)]).await?;
+    db::batch(&tx, TABLE.doing, TABLE.sql).await?;
     let applied = applied_versions(&tx).await?;
     let mut newly_applied = Vec::new();
     for (version, name, sql) in MIGRATIONS {
         if *version > target || applied.contains(version) {
             continue;
         }
-        tx.batch_execute(sql)
-            .await
-            .map_err(|err| Error::db(format!("applying migration {version} ({name})"), err))?;
-        tx.execute_typed(
-            "INSERT INTO outbox.schema_migrations (version, name) VALUES ($1, $2)",
-            &[(version, Type::INT4), (name, Type::TEXT)],
-        )
-        .await
-        .map_err(|err| Error::db("recording the migration", err))?;
+        db::batch(&tx, &format!("applying migration {version} ({name})"), sql).await?;
+        RECORD
+            .execute(&tx, &[(version, Type::INT4), (name, Type::TEXT)])
+            .await?;
         newly_applied.push(*version);
     }
-    tx.commit()
-        .await
-        .map_err(|err| Error::db("committing the migration", err))?;
+    db::commit(tx, "committing the migration").await?;
     Ok(newly_applied)
 }
 

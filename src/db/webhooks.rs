@@ -1,14 +1,15 @@
-//! Management queries: webhooks, redelivery and emitting events.
+//! Management queries: webhooks, their deliveries, redelivery and emitting
+//! events. Rows only; what they mean to a user is decided in `manage`.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::Type;
-use tokio_postgres::GenericClient;
+use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
-use crate::db;
-use crate::error::{Error, Result};
+use crate::db::{self, Query};
+use crate::error::Result;
 
-/// A webhook row as the dashboard and the CLI show it.
+/// A webhook row with its `outbox.webhook_status` fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookRow {
     /// Webhook id.
@@ -54,22 +55,18 @@ pub struct NewWebhook<'a> {
     pub secret_key_id: &'a str,
 }
 
-/// Inserts a webhook; returns id, organization, url, label, status, created_at.
+/// Inserts a webhook; the row has no status fields yet (all zero).
 pub async fn insert(client: &impl GenericClient, webhook: &NewWebhook<'_>) -> Result<WebhookRow> {
-    let row = db::query_one(
-        client,
-        "creating the webhook",
-        include_str!("../../sql/queries/webhook_insert.sql"),
-        &[
-            (&webhook.id, Type::UUID),
-            (&webhook.organization_id, Type::UUID),
-            (&webhook.url, Type::TEXT),
-            (&webhook.label, Type::TEXT),
-            (&webhook.secret_ciphertext, Type::BYTEA),
-            (&webhook.secret_key_id, Type::TEXT),
-        ],
-    )
-    .await?;
+    const INSERT: Query = db::named!("creating the webhook", "webhook_insert");
+    let params: [db::Param; 6] = [
+        (&webhook.id, Type::UUID),
+        (&webhook.organization_id, Type::UUID),
+        (&webhook.url, Type::TEXT),
+        (&webhook.label, Type::TEXT),
+        (&webhook.secret_ciphertext, Type::BYTEA),
+        (&webhook.secret_key_id, Type::TEXT),
+    ];
+    let row = INSERT.one(client, &params).await?;
     Ok(WebhookRow {
         id: row.get("id"),
         organization_id: row.get("organization_id"),
@@ -88,30 +85,26 @@ pub async fn insert(client: &impl GenericClient, webhook: &NewWebhook<'_>) -> Re
 
 /// An organization's webhooks with their status fields, oldest first.
 pub async fn list(client: &impl GenericClient, organization_id: Uuid) -> Result<Vec<WebhookRow>> {
-    let rows = db::query(
-        client,
-        "listing webhooks",
-        include_str!("../../sql/queries/webhook_list.sql"),
-        &[(&organization_id, Type::UUID)],
-    )
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|row| WebhookRow {
-            id: row.get("webhook_id"),
-            organization_id: row.get("organization_id"),
-            url: row.get("url"),
-            label: row.get("label"),
-            status: row.get("status"),
-            created_at: row.get("created_at"),
-            revoked_at: row.get("revoked_at"),
-            last_success_at: row.get("last_success_at"),
-            last_failure_at: row.get("last_failure_at"),
-            last_failure_reason: row.get("last_failure_reason"),
-            pending_deliveries: row.get("pending_deliveries"),
-            failed_deliveries: row.get("failed_deliveries"),
-        })
-        .collect())
+    const LIST: Query = db::named!("listing webhooks", "webhook_list");
+    LIST.map(client, &[(&organization_id, Type::UUID)], listed_webhook)
+        .await
+}
+
+fn listed_webhook(row: &Row) -> WebhookRow {
+    WebhookRow {
+        id: row.get("webhook_id"),
+        organization_id: row.get("organization_id"),
+        url: row.get("url"),
+        label: row.get("label"),
+        status: row.get("status"),
+        created_at: row.get("created_at"),
+        revoked_at: row.get("revoked_at"),
+        last_success_at: row.get("last_success_at"),
+        last_failure_at: row.get("last_failure_at"),
+        last_failure_reason: row.get("last_failure_reason"),
+        pending_deliveries: row.get("pending_deliveries"),
+        failed_deliveries: row.get("failed_deliveries"),
+    }
 }
 
 /// What a revoke did.
@@ -123,18 +116,22 @@ pub struct Revoked {
     pub cancelled: u64,
 }
 
-/// Revokes a webhook and cancels its pending deliveries, in one transaction.
-/// The cancel and a daemon's write-back both lock many delivery rows, so they
-/// can deadlock; PostgreSQL then aborts one of them, and a revoke simply runs
-/// again (it is idempotent).
-pub async fn revoke(client: &mut tokio_postgres::Client, webhook_id: Uuid) -> Result<Revoked> {
+/// Revokes a webhook and cancels its pending deliveries, in one transaction;
+/// `None` when there is no such webhook. The cancel and a daemon's
+/// write-back both lock many delivery rows, so they can deadlock;
+/// PostgreSQL then aborts one of them, and a revoke simply runs again (it
+/// is idempotent).
+pub async fn revoke(
+    client: &mut tokio_postgres::Client,
+    webhook_id: Uuid,
+) -> Result<Option<Revoked>> {
     const ATTEMPTS: usize = 3;
     let mut attempt = 1;
     loop {
         match revoke_once(client, webhook_id).await {
-            Err(Error::Database { source, .. })
+            Err(err)
                 if attempt < ATTEMPTS
-                    && source.code()
+                    && err.sql_state()
                         == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
             {
                 tracing::debug!(%webhook_id, attempt, "revoke deadlocked with a write-back; again");
@@ -145,108 +142,74 @@ pub async fn revoke(client: &mut tokio_postgres::Client, webhook_id: Uuid) -> Re
     }
 }
 
-async fn revoke_once(client: &mut tokio_postgres::Client, webhook_id: Uuid) -> Result<Revoked> {
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|err| Error::db("revoking the webhook", err))?;
-    let found = db::query_opt(
-        &tx,
-        "revoking the webhook",
-        include_str!("../../sql/queries/webhook_lock.sql"),
-        &[(&webhook_id, Type::UUID)],
-    )
-    .await?;
-    if found.is_none() {
-        return Err(Error::NotFound(format!("no webhook with id {webhook_id}")));
-    }
-    let newly_revoked = db::execute(
-        &tx,
-        "revoking the webhook",
-        include_str!("../../sql/queries/webhook_revoke.sql"),
-        &[(&webhook_id, Type::UUID)],
-    )
-    .await?
-        > 0;
-    let cancelled = db::execute(
-        &tx,
+async fn revoke_once(
+    client: &mut tokio_postgres::Client,
+    webhook_id: Uuid,
+) -> Result<Option<Revoked>> {
+    const CANCEL: Query = db::named!(
         "cancelling pending deliveries",
-        include_str!("../../sql/queries/deliveries_cancel_for_webhook.sql"),
-        &[(&webhook_id, Type::UUID)],
-    )
-    .await?;
-    tx.commit()
-        .await
-        .map_err(|err| Error::db("revoking the webhook", err))?;
-    Ok(Revoked {
+        "deliveries_cancel_for_webhook"
+    );
+    const REVOKE: Query = db::named!("revoking the webhook", "webhook_revoke");
+    const LOCK: Query = db::named!("revoking the webhook", "webhook_lock");
+    let tx = db::begin(client, "revoking the webhook").await?;
+    let id = [(&webhook_id as _, Type::UUID)];
+    if LOCK.opt(&tx, &id).await?.is_none() {
+        return Ok(None);
+    }
+    let newly_revoked = REVOKE.execute(&tx, &id).await? > 0;
+    let cancelled = CANCEL.execute(&tx, &id).await?;
+    db::commit(tx, "revoking the webhook").await?;
+    Ok(Some(Revoked {
         newly_revoked,
         cancelled,
-    })
-}
-
-/// Puts a failed or delivered delivery back to pending for a new round of
-/// attempts. Explains why when it cannot.
-pub async fn redeliver(client: &impl GenericClient, delivery_id: Uuid) -> Result<()> {
-    let requeued = db::query_opt(
-        client,
-        "redelivering",
-        include_str!("../../sql/queries/delivery_redeliver.sql"),
-        &[(&delivery_id, Type::UUID)],
-    )
-    .await?;
-    if requeued.is_some() {
-        return Ok(());
-    }
-    let state = db::query_opt(
-        client,
-        "redelivering",
-        include_str!("../../sql/queries/delivery_state.sql"),
-        &[(&delivery_id, Type::UUID)],
-    )
-    .await?;
-    let Some(state) = state else {
-        return Err(Error::NotFound(format!(
-            "no delivery with id {delivery_id}"
-        )));
-    };
-    let status: String = state.get("status");
-    let webhook_status: String = state.get("webhook_status");
-    Err(Error::Conflict(if webhook_status != "active" {
-        format!("delivery {delivery_id} belongs to a revoked webhook and cannot be redelivered")
-    } else {
-        format!("delivery {delivery_id} is {status}; only failed or delivered deliveries can be redelivered")
     }))
 }
 
+/// Puts a failed or delivered delivery of an active webhook back to
+/// pending; false when it is not one.
+pub async fn redeliver(client: &impl GenericClient, delivery_id: Uuid) -> Result<bool> {
+    const REDELIVER: Query = db::named!("redelivering", "delivery_redeliver");
+    let requeued = REDELIVER.opt(client, &[(&delivery_id, Type::UUID)]).await?;
+    Ok(requeued.is_some())
+}
+
+/// A delivery's status and its webhook's, or `None` when there is no such
+/// delivery.
+pub async fn delivery_state(
+    client: &impl GenericClient,
+    delivery_id: Uuid,
+) -> Result<Option<(String, String)>> {
+    const DELIVERY_STATE: Query = db::named!("redelivering", "delivery_state");
+    let state = DELIVERY_STATE
+        .opt(client, &[(&delivery_id, Type::UUID)])
+        .await?;
+    Ok(state.map(|row| (row.get("status"), row.get("webhook_status"))))
+}
+
 /// Emits one event through `outbox.emit` in the caller's transaction (or on
-/// its own); validation errors come back as [`Error::Input`].
+/// its own); validation errors come back with kind [`crate::error::ErrorKind::Input`].
 pub async fn emit(
     client: &impl GenericClient,
     organization_id: Uuid,
     event: &str,
     data: &serde_json::Value,
 ) -> Result<Uuid> {
-    let row = db::query_one(
-        client,
-        "emitting the event",
-        include_str!("../../sql/queries/emit.sql"),
-        &[
-            (&organization_id, Type::UUID),
-            (&event, Type::TEXT),
-            (&data, Type::JSONB),
-        ],
-    )
-    .await?;
-    Ok(row.get(0))
+    const EMIT: Query = db::named!("emitting the event", "emit");
+    let params: [db::Param; 3] = [
+        (&organization_id, Type::UUID),
+        (&event, Type::TEXT),
+        (&data, Type::JSONB),
+    ];
+    Ok(EMIT.one(client, &params).await?.get(0))
 }
 
-/// One attempt as the management API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+/// One attempt of a delivery.
+#[derive(Debug, Clone)]
 pub struct AttemptRow {
     /// Attempt number within its round.
     pub attempt: i32,
     /// When it started.
-    #[serde(serialize_with = "crate::event::timestamp::one")]
     pub started_at: DateTime<Utc>,
     /// How long it took.
     pub duration_ms: i32,
@@ -261,7 +224,7 @@ pub struct AttemptRow {
 }
 
 /// One delivery with its attempts.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct DeliveryRow {
     /// Delivery id.
     pub id: Uuid,
@@ -274,20 +237,16 @@ pub struct DeliveryRow {
     /// Attempts made in the current round.
     pub attempts: i32,
     /// When the next attempt is due (pending only).
-    #[serde(serialize_with = "crate::event::timestamp::optional")]
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// When the last attempt started.
-    #[serde(serialize_with = "crate::event::timestamp::optional")]
     pub last_attempt_at: Option<DateTime<Utc>>,
     /// HTTP status of the last attempt.
     pub last_status_code: Option<i32>,
     /// Reason of the last failure.
     pub last_error: Option<String>,
     /// When it was delivered.
-    #[serde(serialize_with = "crate::event::timestamp::optional")]
     pub delivered_at: Option<DateTime<Utc>>,
     /// When it was created (the page cursor).
-    #[serde(serialize_with = "crate::event::timestamp::one")]
     pub created_at: DateTime<Utc>,
     /// Every attempt, oldest first.
     pub attempt_log: Vec<AttemptRow>,
@@ -295,92 +254,86 @@ pub struct DeliveryRow {
 
 /// Which deliveries to list.
 #[derive(Debug, Clone)]
-pub struct DeliveryFilter {
+pub struct DeliveryPage<'a> {
     /// Only this status.
-    pub status: Option<String>,
+    pub status: Option<&'a str>,
     /// Only created before this.
     pub before: Option<DateTime<Utc>>,
     /// At most this many.
     pub limit: i64,
 }
 
-/// A webhook's status (`active`/`revoked`), or NotFound.
-pub async fn webhook_state(client: &impl GenericClient, webhook_id: Uuid) -> Result<String> {
-    db::query_opt(
-        client,
-        "reading the webhook",
-        include_str!("../../sql/queries/webhook_state.sql"),
-        &[(&webhook_id, Type::UUID)],
-    )
-    .await?
-    .map(|row| row.get(0))
-    .ok_or_else(|| Error::NotFound(format!("no webhook with id {webhook_id}")))
+/// A webhook's status (`active`/`revoked`), or `None` when there is no such webhook.
+pub async fn webhook_state(
+    client: &impl GenericClient,
+    webhook_id: Uuid,
+) -> Result<Option<String>> {
+    const WEBHOOK_STATE: Query = db::named!("reading the webhook", "webhook_state");
+    let row = WEBHOOK_STATE
+        .opt(client, &[(&webhook_id, Type::UUID)])
+        .await?;
+    Ok(row.map(|row| row.get(0)))
 }
 
 /// A webhook's recent deliveries, newest first, each with its attempts.
 pub async fn deliveries(
     client: &impl GenericClient,
     webhook_id: Uuid,
-    filter: &DeliveryFilter,
+    page: &DeliveryPage<'_>,
 ) -> Result<Vec<DeliveryRow>> {
-    webhook_state(client, webhook_id).await?;
-    let rows = db::query(
-        client,
-        "listing deliveries",
-        include_str!("../../sql/queries/deliveries_for_webhook.sql"),
-        &[
-            (&webhook_id, Type::UUID),
-            (&filter.status, Type::TEXT),
-            (&filter.before, Type::TIMESTAMPTZ),
-            (&filter.limit, Type::INT8),
-        ],
-    )
-    .await?;
-    let mut deliveries: Vec<DeliveryRow> = rows
-        .iter()
-        .map(|row| DeliveryRow {
-            id: row.get("id"),
-            event_id: row.get("event_id"),
-            event: row.get("event"),
-            status: row.get("status"),
-            attempts: row.get("attempts"),
-            next_attempt_at: row.get("next_attempt_at"),
-            last_attempt_at: row.get("last_attempt_at"),
-            last_status_code: row.get("last_status_code"),
-            last_error: row.get("last_error"),
-            delivered_at: row.get("delivered_at"),
-            created_at: row.get("created_at"),
-            attempt_log: Vec::new(),
-        })
-        .collect();
+    const ATTEMPT_LOG: Query = db::named!("listing attempts", "attempts_for_deliveries");
+    const DELIVERIES: Query = db::named!("listing deliveries", "deliveries_for_webhook");
+    let params: [db::Param; 4] = [
+        (&webhook_id, Type::UUID),
+        (&page.status, Type::TEXT),
+        (&page.before, Type::TIMESTAMPTZ),
+        (&page.limit, Type::INT8),
+    ];
+    let rows = DELIVERIES.all(client, &params).await?;
+    let mut deliveries: Vec<DeliveryRow> = rows.iter().map(delivery).collect();
     let ids: Vec<Uuid> = deliveries.iter().map(|d| d.id).collect();
-    let attempts = db::query(
-        client,
-        "listing attempts",
-        include_str!("../../sql/queries/attempts_for_deliveries.sql"),
-        &[(&ids, Type::UUID_ARRAY)],
-    )
-    .await?;
+    let attempts = ATTEMPT_LOG.all(client, &[(&ids, Type::UUID_ARRAY)]).await?;
     let mut by_delivery: std::collections::HashMap<Uuid, Vec<AttemptRow>> =
         std::collections::HashMap::new();
-    for row in attempts {
+    for row in &attempts {
         by_delivery
             .entry(row.get("delivery_id"))
             .or_default()
-            .push(AttemptRow {
-                attempt: row.get("attempt"),
-                started_at: row.get("started_at"),
-                duration_ms: row.get("duration_ms"),
-                outcome: row.get("outcome"),
-                status_code: row.get("status_code"),
-                reason: row.get("reason"),
-                response_excerpt: row.get("response_excerpt"),
-            });
+            .push(attempt(row));
     }
     for delivery in &mut deliveries {
         delivery.attempt_log = by_delivery.remove(&delivery.id).unwrap_or_default();
     }
     Ok(deliveries)
+}
+
+fn delivery(row: &Row) -> DeliveryRow {
+    DeliveryRow {
+        id: row.get("id"),
+        event_id: row.get("event_id"),
+        event: row.get("event"),
+        status: row.get("status"),
+        attempts: row.get("attempts"),
+        next_attempt_at: row.get("next_attempt_at"),
+        last_attempt_at: row.get("last_attempt_at"),
+        last_status_code: row.get("last_status_code"),
+        last_error: row.get("last_error"),
+        delivered_at: row.get("delivered_at"),
+        created_at: row.get("created_at"),
+        attempt_log: Vec::new(),
+    }
+}
+
+fn attempt(row: &Row) -> AttemptRow {
+    AttemptRow {
+        attempt: row.get("attempt"),
+        started_at: row.get("started_at"),
+        duration_ms: row.get("duration_ms"),
+        outcome: row.get("outcome"),
+        status_code: row.get("status_code"),
+        reason: row.get("reason"),
+        response_excerpt: row.get("response_excerpt"),
+    }
 }
 
 /// Puts every failed delivery of a webhook created in [since, until) back to
@@ -391,20 +344,11 @@ pub async fn recover(
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<u64> {
-    if webhook_state(client, webhook_id).await? != "active" {
-        return Err(Error::Conflict(format!(
-            "webhook {webhook_id} is revoked; its deliveries cannot be recovered"
-        )));
-    }
-    db::execute(
-        client,
-        "recovering failed deliveries",
-        include_str!("../../sql/queries/webhook_recover.sql"),
-        &[
-            (&webhook_id, Type::UUID),
-            (&since, Type::TIMESTAMPTZ),
-            (&until, Type::TIMESTAMPTZ),
-        ],
-    )
-    .await
+    const RECOVER: Query = db::named!("recovering failed deliveries", "webhook_recover");
+    let params: [db::Param; 3] = [
+        (&webhook_id, Type::UUID),
+        (&since, Type::TIMESTAMPTZ),
+        (&until, Type::TIMESTAMPTZ),
+    ];
+    RECOVER.execute(client, &params).await
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info_span, warn, Instrument};
 use uuid::Uuid;
 
-use crate::db::queue::{self, AttemptRecord, ClaimedDelivery, NextStatus};
+use crate::db::queue::{AttemptRecord, ClaimedDelivery, NextStatus};
 use crate::delivery::claimer::{Claim, InFlight};
 use crate::delivery::pacing::Feedback;
 use crate::delivery::retry::{AfterFailure, RetryPolicy};
@@ -277,7 +277,7 @@ impl Dispatcher {
             return Ok(found);
         }
         let client = self.parts.pool.get().await?;
-        let sealed = queue::webhook_secrets(&**client, &missing).await?;
+        let sealed = crate::db::keys::webhook_secrets(&**client, &missing).await?;
         let mut cache = self
             .signers
             .lock()

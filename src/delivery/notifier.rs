@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::admin::metrics::Metrics;
 use crate::db::DatabaseTarget;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
 
@@ -178,7 +178,7 @@ impl Notifier {
                         if self.config.explicit {
                             // `reason` already says what failed ("cannot
                             // connect to the database: …"), so no prefix of its own.
-                            let _ = first.send(Err(Error::Other(format!(
+                            let _ = first.send(Err(Error::other(format!(
                                 "--listen-database-url: {reason}"
                             ))));
                             return;
@@ -211,7 +211,7 @@ impl Notifier {
         let target = self.config.database.redacted();
         if self.config.explicit {
             if let Some(first) = first {
-                let _ = first.send(Err(Error::Config(format!(
+                let _ = first.send(Err(Error::config(format!(
                     "--listen-database-url {target}: LISTEN succeeded but no notification came \
                      back within {}s; this looks like a connection pooler in transaction mode: \
                      point --listen-database-url at the PostgreSQL server directly",
@@ -260,13 +260,13 @@ impl Notifier {
             }
         });
         let _abort = AbortOnDrop(driver.abort_handle());
-        if let Err(err) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-            return ListenEnd::Lost(format!("LISTEN failed: {err}"));
+        if let Err(err) = crate::db::listen(&client).await {
+            return ListenEnd::Lost(err.to_string());
         }
         match self.probes_heard(&mut payloads).await {
             Ok(true) => {}
             Ok(false) => return ListenEnd::Deaf,
-            Err(reason) => return ListenEnd::Lost(reason),
+            Err(err) => return ListenEnd::Lost(err.to_string()),
         }
         if self.status.get() == ListenState::PollOnly {
             info!("LISTEN receives notifications now; polling stops");
@@ -285,10 +285,7 @@ impl Notifier {
     /// Whether one of up to [`PROBES`] probes came back. A probe can be slow
     /// on a loaded server: LISTEN is called deaf only when several in a row
     /// never come back.
-    async fn probes_heard(
-        &self,
-        payloads: &mut mpsc::UnboundedReceiver<String>,
-    ) -> std::result::Result<bool, String> {
+    async fn probes_heard(&self, payloads: &mut mpsc::UnboundedReceiver<String>) -> Result<bool> {
         for _ in 0..PROBES {
             if self.probe(payloads).await? {
                 return Ok(true);
@@ -316,7 +313,7 @@ impl Notifier {
                     self.wake.notify_one();
                 }
                 _ = ping.tick() => {
-                    let alive = tokio::time::timeout(self.config.ping_interval, client.simple_query("SELECT 1")).await;
+                    let alive = tokio::time::timeout(self.config.ping_interval, crate::db::ping(client)).await;
                     if !matches!(alive, Ok(Ok(_))) {
                         return ListenEnd::Lost("ping failed".to_string());
                     }
@@ -331,20 +328,18 @@ impl Notifier {
     /// Sends a notification with a payload of its own through the pool and
     /// waits for it here. `Ok(false)`: it never came (LISTEN is deaf);
     /// `Err`: the pool could not send it, which says nothing about LISTEN.
-    async fn probe(
-        &self,
-        payloads: &mut mpsc::UnboundedReceiver<String>,
-    ) -> std::result::Result<bool, String> {
+    async fn probe(&self, payloads: &mut mpsc::UnboundedReceiver<String>) -> Result<bool> {
         let payload = format!("{PROBE_PREFIX}{}", uuid::Uuid::new_v4());
         let sent = async {
             let client = self.pool.get().await.map_err(Error::from)?;
             crate::db::notify(&**client, &payload).await
         };
         sent.await.map_err(|err| {
-            format!(
+            let message = format!(
                 "cannot send the LISTEN probe through the DATABASE_URL pool: {}",
                 err.one_line()
-            )
+            );
+            Error::with_source(ErrorKind::Unavailable, message, err)
         })?;
         let heard = tokio::time::timeout(self.config.probe_timeout, async {
             while let Some(received) = payloads.recv().await {
@@ -357,7 +352,7 @@ impl Notifier {
         .await;
         match heard {
             Ok(true) => Ok(true),
-            Ok(false) => Err("connection closed".to_string()),
+            Ok(false) => Err(Error::unavailable("connection closed")),
             Err(_) => Ok(false),
         }
     }

@@ -11,8 +11,8 @@ pub use run::run;
 
 /// Without the `demo` feature: a user error saying how to get the demo.
 #[cfg(not(feature = "demo"))]
-pub async fn run(_database_url: Option<String>) -> crate::Result<()> {
-    Err(crate::Error::Input(
+pub async fn run(_database_url: Option<String>, _secret_key: Option<&str>) -> crate::Result<()> {
+    Err(crate::Error::input(
         "this webhookd was built without the demo (cargo feature `demo`, on by default); \
          install a default build to run `webhookd demo`"
             .to_string(),

@@ -4,6 +4,7 @@
 //! shows every delivery, the retry and the dashboard's status rows; then
 //! removes everything it made.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use devkit::cluster::ThrowawayCluster;
@@ -12,7 +13,7 @@ use devkit::scratch::ScratchDb;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::config::RunArgs;
+use crate::config::{RunArgs, SecretArgs};
 use crate::db;
 use crate::delivery::sender::SystemResolver;
 use crate::error::{Error, Result};
@@ -23,13 +24,19 @@ use crate::signing::SecretBox;
 /// How long the demo waits for all deliveries before it reports a failure.
 const DEMO_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Runs the demo. `database_url` is `DATABASE_URL` if set.
-pub async fn run(database_url: Option<String>) -> Result<()> {
+/// Runs the demo. `database_url` is the server the user named
+/// (`--database-url` or `DATABASE_URL`); without one the demo tries the
+/// default and else starts a throwaway server. `secret_key` is
+/// `WEBHOOKD_SECRET_KEY` if set; else the demo makes one up.
+pub async fn run(database_url: Option<String>, secret_key: Option<&str>) -> Result<()> {
+    let secret_key = secret_key
+        .map(str::to_string)
+        .unwrap_or_else(SecretBox::generate_key_base64);
     let mut place = DemoDatabase::open(database_url).await?;
     // Ctrl-C must still clean up: a throwaway server outlives this process.
     let outcome = tokio::select! {
-        outcome = run_in(&place.url) => outcome,
-        _ = crate::shutdown::wait_for_signal() => Err(Error::Other("demo interrupted; cleaned up".to_string())),
+        outcome = run_in(&place.url, &secret_key) => outcome,
+        _ = crate::shutdown::wait_for_signal() => Err(Error::other("demo interrupted; cleaned up".to_string())),
     };
     place.close().await;
     outcome
@@ -76,7 +83,7 @@ impl DemoDatabase {
         println!("No PostgreSQL answers at 127.0.0.1:5432; starting a throwaway server from the installed binaries…");
         let cluster = ThrowawayCluster::start()
             .await
-            .map_err(|err| Error::Other(format!("cannot start a throwaway PostgreSQL: {err}")))?;
+            .map_err(|err| Error::other(format!("cannot start a throwaway PostgreSQL: {err}")))?;
         let url = cluster.url();
         println!("  database: throwaway cluster at {url} (removed afterwards)");
         Ok(DemoDatabase {
@@ -104,14 +111,10 @@ impl DemoDatabase {
     }
 }
 
-async fn run_in(url: &str) -> Result<()> {
+async fn run_in(url: &str, secret_key: &str) -> Result<()> {
     let mut client = db::connect_single(url).await?;
     db::migrate(&mut client).await?;
-    let secret_key = std::env::var("WEBHOOKD_SECRET_KEY")
-        .ok()
-        .filter(|key| !key.is_empty())
-        .unwrap_or_else(SecretBox::generate_key_base64);
-    let secrets = SecretBox::from_base64(&secret_key)?;
+    let secrets = SecretBox::from_base64(secret_key)?;
 
     let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
     let receiver = Receiver::builder()
@@ -119,7 +122,7 @@ async fn run_in(url: &str) -> Result<()> {
         .events(arrivals_tx)
         .start()
         .await
-        .map_err(|err| Error::Other(format!("cannot start the demo receiver: {err}")))?;
+        .map_err(|err| Error::other(format!("cannot start the demo receiver: {err}")))?;
     println!(
         "  receiver: http://{} (verifies every signature)",
         receiver.address
@@ -150,18 +153,17 @@ async fn run_in(url: &str) -> Result<()> {
         admin_addr: ([127, 0, 0, 1], 0).into(),
         ..RunArgs::default()
     };
-    let config = args.validate(url, Some(&secret_key))?;
+    let config = args.validate(
+        url,
+        &SecretArgs::with_key(secret_key),
+        Arc::new(SystemResolver),
+    )?;
     let daemon = crate::daemon::Daemon::start(config).await?;
 
     let started = Instant::now();
     for (index, event) in EventType::ALL.into_iter().enumerate() {
-        db::webhooks::emit(
-            &client,
-            organization,
-            event.as_str(),
-            &devkit::sample_data(event.as_str(), index),
-        )
-        .await?;
+        let data = devkit::sample_data(event.as_str(), index);
+        crate::emit(&client, organization, event, &data).await?;
     }
     println!("\nEmitted one event of each of the 11 types for organization {organization}; the daemon delivers them:\n");
 
@@ -198,7 +200,7 @@ async fn run_in(url: &str) -> Result<()> {
 
     daemon.shutdown().await;
     match failure {
-        Some(reason) => Err(Error::Other(format!("demo failed: {reason}"))),
+        Some(reason) => Err(Error::other(format!("demo failed: {reason}"))),
         None => {
             println!(
                 "\nDemo finished: every delivery was signed, verified and recorded. Cleaning up."
@@ -247,11 +249,14 @@ fn print_arrival(started: Instant, arrival: &Arrival) {
 async fn wait_until_settled(client: &tokio_postgres::Client, organization: Uuid) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let webhooks = db::webhooks::list(client, organization).await?;
-        if webhooks
-            .iter()
-            .all(|webhook| webhook.pending_deliveries == 0)
-        {
+        let webhooks = manage::list(client, organization).await?;
+        let pending = |webhook: &manage::WebhookView| {
+            webhook
+                .health
+                .as_ref()
+                .map_or(0, |health| health.pending_deliveries)
+        };
+        if webhooks.iter().all(|webhook| pending(webhook) == 0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -276,20 +281,18 @@ async fn print_status(client: &tokio_postgres::Client, organization: Uuid) -> Re
         "pending",
         "failed",
     ]);
-    let time = |value: Option<chrono::DateTime<chrono::Utc>>| {
-        value
-            .map(crate::event::format_occurred_at)
-            .unwrap_or_else(|| "-".to_string())
-    };
-    for webhook in db::webhooks::list(client, organization).await? {
+    for webhook in manage::list(client, organization).await? {
+        let Some(health) = webhook.health else {
+            continue;
+        };
         row([
             &webhook.label,
             &webhook.status,
-            &time(webhook.last_success_at),
-            &time(webhook.last_failure_at),
-            webhook.last_failure_reason.as_deref().unwrap_or("-"),
-            &webhook.pending_deliveries.to_string(),
-            &webhook.failed_deliveries.to_string(),
+            health.last_success_at.as_deref().unwrap_or("-"),
+            health.last_failure_at.as_deref().unwrap_or("-"),
+            health.last_failure_reason.as_deref().unwrap_or("-"),
+            &health.pending_deliveries.to_string(),
+            &health.failed_deliveries.to_string(),
         ]);
     }
     Ok(())

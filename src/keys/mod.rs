@@ -91,7 +91,7 @@ impl Keyring {
     /// Adds the keys of `WEBHOOKD_SECRET_KEY_PREVIOUS`: comma-separated, each
     /// in the form of `WEBHOOKD_SECRET_KEY`. Empty entries (a trailing comma)
     /// are skipped; an entry equal to the current key is harmless. A bad entry
-    /// is a [`Error::Config`] naming its position, never its value.
+    /// is an error of kind [`crate::ErrorKind::Config`] naming its position, never its value.
     pub fn with_previous(mut self, previous: &str) -> Result<Self> {
         for (index, entry) in previous.split(',').enumerate() {
             if entry.trim().is_empty() {
@@ -158,7 +158,7 @@ impl Keyring {
 
 impl From<Unopenable> for Error {
     fn from(err: Unopenable) -> Self {
-        Error::Config(format!("the webhook's secret is {err}"))
+        Error::config(format!("the webhook's secret is {err}"))
     }
 }
 

@@ -106,7 +106,7 @@ impl Horizon {
     pub async fn run_once(&mut self) -> Result<HorizonReading> {
         let client = self.pool.get().await?;
         let holder = db::maintenance::xmin_horizon(&**client).await?;
-        let dead = db::maintenance::queue_dead_tuples(&**client).await?;
+        let dead = db::stats::queue_dead_tuples(&**client).await?;
         drop(client);
         let now = Instant::now();
         let held_for = self.tracker.held_for(holder.as_ref(), now);

@@ -82,7 +82,8 @@ impl Retention {
                 tokio::time::sleep(self.config.pause).await;
             }
             let mut client = self.pool.get().await?;
-            match db::queue::delete_expired_events(&mut client, keep, self.config.batch).await? {
+            match db::retention::delete_expired_events(&mut client, keep, self.config.batch).await?
+            {
                 None => {
                     outcome.skipped = true;
                     break;

@@ -55,7 +55,7 @@ impl Vacuum {
     pub async fn run_once(&self) -> Result<Vec<String>> {
         let client = self.pool.get().await?;
         let mut vacuumed = Vec::new();
-        for table in db::queue::vacuum_candidates(&**client).await? {
+        for table in db::stats::vacuum_candidates(&**client).await? {
             let threshold = self
                 .config
                 .min_dead
@@ -63,7 +63,7 @@ impl Vacuum {
             let autovacuum_lagging = !table.autovacuum_on
                 || table.seconds_since_vacuum > self.config.autovacuum_grace.as_secs_f64();
             if table.dead >= threshold && autovacuum_lagging {
-                db::queue::vacuum(&client, &table.name).await?;
+                db::maintenance::vacuum(&**client, &table.name).await?;
                 vacuumed.push(table.name);
             }
         }

@@ -368,6 +368,25 @@ async fn an_unreachable_database_exits_1_with_one_plain_line_and_no_password() {
     }
 }
 
+/// `demo --database-url` is the server the demo uses, whatever
+/// `DATABASE_URL` says: here the flag names one that does not answer while
+/// the environment names one that does.
+#[tokio::test]
+async fn demo_uses_the_database_url_flag_over_the_environment() {
+    let outcome = Webhookd::new(
+        &crate::harness::server_url(),
+        &["demo", "--database-url", UNREACHABLE_DATABASE],
+    )
+    .output()
+    .await;
+    let line = outcome.failed_with(1);
+    assert!(
+        line.contains("cannot connect to the database") && line.contains("127.0.0.1:1/postgres"),
+        "the demo tried the flag's server: {line}"
+    );
+    assert!(!line.contains("hunter2"), "the password is shown: {line}");
+}
+
 #[tokio::test]
 async fn a_password_given_as_a_parameter_is_not_shown_either() {
     let org = Uuid::new_v4().to_string();

@@ -21,7 +21,7 @@ async fn every_event_type_is_delivered_once_per_active_webhook_signed_and_exact(
         .create_webhook(org, &receiver.url("/second?token=abc"))
         .await;
     let revoked = app.create_webhook(org, &receiver.url("/revoked")).await;
-    webhookd::db::webhooks::revoke(&mut app.db.client().await, revoked.id)
+    webhookd::manage::revoke(&mut app.db.client().await, revoked.id)
         .await
         .unwrap();
 

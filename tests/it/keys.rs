@@ -4,19 +4,21 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use uuid::Uuid;
-use webhookd::keys::Keyring;
+use webhookd::config::SecretArgs;
+use webhookd::delivery::sender::SystemResolver;
 use webhookd::manage::{self, CreateWebhook};
 use webhookd::signing::SecretBox;
 use webhookd::EventType;
 
 use crate::harness::process::{create_args, Outcome, Webhookd};
 use crate::harness::{
-    expected_signature, free_local_address, http_request, sample, secret_key, test_args,
-    wait_until, DaemonHandle, Receiver, TestApp, TestWebhook,
+    expected_signature, http_request, sample, secret_key, start_configured, test_args, wait_until,
+    DaemonHandle, Receiver, TestApp, TestWebhook,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -48,10 +50,11 @@ async fn rotate(app: &TestApp, current: &str, previous: &str) -> Outcome {
     .await
 }
 
-fn keyring(current: &str, previous: &str) -> Keyring {
-    Keyring::new(SecretBox::from_base64(current).unwrap())
-        .with_previous(previous)
-        .unwrap()
+fn keyring(current: &str, previous: &str) -> SecretArgs {
+    SecretArgs {
+        secret_key_previous: Some(previous.into()),
+        ..SecretArgs::with_key(current)
+    }
 }
 
 fn key_id(key: &str) -> String {
@@ -59,16 +62,15 @@ fn key_id(key: &str) -> String {
 }
 
 /// An in-process daemon opening secrets with `keyring`, its admin address on
-/// a free port; returns once that address answers.
-async fn spawn_daemon(app: &TestApp, keyring: Keyring) -> (DaemonHandle, SocketAddr) {
-    let admin = free_local_address();
+/// a port the system picks.
+async fn spawn_daemon(app: &TestApp, keyring: SecretArgs) -> (DaemonHandle, SocketAddr) {
     let args = webhookd::config::RunArgs {
-        admin_addr: admin,
+        admin_addr: ([127, 0, 0, 1], 0).into(),
         ..test_args()
     };
-    let mut config = args.validate_with_keyring(&app.db.url, keyring).unwrap();
+    let mut config = app.config_with(&args, &keyring, Arc::new(SystemResolver));
     config.unopenable_secret_delay = SHORT_DELAY;
-    (app.spawn_daemon_answering(config).await, admin)
+    start_configured(config).await
 }
 
 async fn http_get(admin: SocketAddr, path: &str) -> String {
@@ -111,7 +113,7 @@ async fn rotate_reencrypts_every_secret_once_and_deliveries_still_verify() {
         .create_webhook(Uuid::new_v4(), &receiver.url("/gone"))
         .await;
     let mut client = app.db.client().await;
-    webhookd::db::webhooks::revoke(&mut client, revoked.id)
+    webhookd::manage::revoke(&mut client, revoked.id)
         .await
         .unwrap();
     let secrets = HashMap::from([(webhook.id, webhook.secret.clone())]);
@@ -222,7 +224,7 @@ async fn rotate_beside_a_running_daemon_loses_and_fails_nothing() {
 /// A daemon with an unrelated key holds the deliveries back (pending,
 /// attempts 0, nothing sent, not ready); one restarted with `right` (a
 /// keyring that has the webhooks' key) sends them.
-async fn wrong_key_holds_back_until(right: impl FnOnce(&TestApp) -> Keyring) {
+async fn wrong_key_holds_back_until(right: impl FnOnce(&TestApp) -> SecretArgs) {
     let app = TestApp::new().await;
     let receiver = Receiver::with_status(200).await;
     let org = Uuid::new_v4();

@@ -93,12 +93,12 @@ async fn webhook_status_shows_last_success_last_failure_and_counts_and_revoke_ca
     assert_eq!(bad_row.get::<_, String>("url"), broken.url("/down"));
 
     // Revoke: the pending retry is cancelled at once and never sent.
-    let revoked = webhookd::db::webhooks::revoke(&mut app.db.client().await, bad)
+    let revoked = webhookd::manage::revoke(&mut app.db.client().await, bad)
         .await
         .unwrap();
     assert!(revoked.newly_revoked);
     assert_eq!(revoked.cancelled, 1);
-    let again = webhookd::db::webhooks::revoke(&mut app.db.client().await, bad)
+    let again = webhookd::manage::revoke(&mut app.db.client().await, bad)
         .await
         .unwrap();
     assert!(!again.newly_revoked, "revoke is idempotent");
@@ -166,7 +166,7 @@ async fn redeliver_puts_a_failed_delivery_back_with_the_same_id_and_body() {
         .unwrap()
         .get(0);
 
-    webhookd::db::webhooks::redeliver(&client, delivery)
+    webhookd::manage::redeliver(&client, delivery)
         .await
         .unwrap();
     webhookd::db::notify_wakeup(&client).await.unwrap();
@@ -180,17 +180,17 @@ async fn redeliver_puts_a_failed_delivery_back_with_the_same_id_and_body() {
     assert_eq!(requests[0].body, requests[1].body);
 
     // Delivered can be redelivered again; a pending one or an unknown id cannot.
-    webhookd::db::webhooks::redeliver(&client, delivery)
+    webhookd::manage::redeliver(&client, delivery)
         .await
         .unwrap();
-    let pending = webhookd::db::webhooks::redeliver(&client, delivery)
+    let pending = webhookd::manage::redeliver(&client, delivery)
         .await
         .unwrap_err();
     assert!(pending.to_string().contains("is pending"), "{pending}");
-    let unknown = webhookd::db::webhooks::redeliver(&client, Uuid::new_v4())
+    let unknown = webhookd::manage::redeliver(&client, Uuid::new_v4())
         .await
         .unwrap_err();
-    assert!(matches!(unknown, webhookd::Error::NotFound(_)), "{unknown}");
+    assert_eq!(unknown.kind(), webhookd::ErrorKind::NotFound, "{unknown}");
 }
 
 async fn http_get(address: std::net::SocketAddr, path: &str) -> String {

@@ -498,8 +498,7 @@ async fn a_certificate_from_an_unknown_ca_fails_with_a_tls_reason() {
     // `localhost` without the system resolver: straight to the receiver.
     let resolver = MapResolver::default();
     resolver.set("localhost", vec![receiver.address]);
-    let mut config = app.config(&roomy_args());
-    config.sender.resolver = Arc::new(resolver);
+    let config = app.config_with(&roomy_args(), &secrets(&app), Arc::new(resolver));
     let url = format!("https://localhost:{}/hook", receiver.address.port());
     let webhooks = deliver_one_event(&app, config, &[url], "failed").await;
 
@@ -525,10 +524,9 @@ async fn a_certificate_for_another_host_or_from_an_impostor_ca_fails_with_a_tls_
     let resolver = MapResolver::default();
     resolver.set("elsewhere.test", vec![for_localhost.address]);
     resolver.set("localhost", vec![forged.address]);
-    let mut config = app.config(&roomy_args());
+    let mut config = app.config_with(&roomy_args(), &secrets(&app), Arc::new(resolver));
     config.sender.extra_root_certificates =
         vec![native_tls::Certificate::from_pem(trusted.ca_pem.as_bytes()).unwrap()];
-    config.sender.resolver = Arc::new(resolver);
     let urls = [
         format!("https://127.0.0.1:{port}/hook"),
         format!("https://elsewhere.test:{port}/hook"),
@@ -576,4 +574,9 @@ async fn a_tls_handshake_that_never_completes_times_out_as_a_connect_timeout() {
     let reason = retried_once_then_failed(&settled, "connect_timeout", None);
     assert_eq!(reason, "TLS handshake timed out after 1s");
     assert_eq!(server.connections(), 2);
+}
+
+/// The test database's key, as `WEBHOOKD_SECRET_KEY` would give it.
+fn secrets(app: &TestApp) -> webhookd::config::SecretArgs {
+    webhookd::config::SecretArgs::with_key(&app.key)
 }

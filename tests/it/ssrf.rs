@@ -119,12 +119,13 @@ fn at(ip: &str, port: u16) -> SocketAddr {
 /// Daemon settings as in production (no private targets), fast, with the
 /// test's resolver and one retry.
 fn guarded_config(app: &TestApp, resolver: &MapResolver) -> webhookd::daemon::DaemonConfig {
-    let mut config = app.config(&RunArgs {
+    let args = RunArgs {
         max_retries: 1,
         ..test_args()
-    });
+    };
+    let secrets = webhookd::config::SecretArgs::with_key(&app.key);
+    let mut config = app.config_with(&args, &secrets, Arc::new(resolver.clone()));
     config.sender.allow_private_targets = false;
-    config.sender.resolver = Arc::new(resolver.clone());
     config
 }
 
@@ -458,7 +459,9 @@ async fn creation_refuses_http_and_hosts_resolving_to_any_blocked_address_and_st
         )
         .await;
         match result {
-            Err(webhookd::Error::Input(text)) => assert_eq!(text, message, "{url}"),
+            Err(err) if err.kind() == webhookd::ErrorKind::Input => {
+                assert_eq!(err.to_string(), message, "{url}")
+            }
             other => panic!("{url}: expected an input error, got {other:?}"),
         }
     }

@@ -3,7 +3,7 @@
 //! Every rule is checked through both doors a producer may use (docs/CONTRACT.md §2):
 //! `outbox.emit` as called by [`webhookd::db::webhooks::emit`], and a plain
 //! `INSERT INTO outbox.events`. The first must come back as
-//! [`webhookd::Error::Input`], the second as SQLSTATE 22023
+//! an error of kind [`webhookd::ErrorKind::Input`], the second as SQLSTATE 22023
 //! (invalid_parameter_value); both carry the database's message.
 
 use std::time::Duration;
@@ -29,13 +29,13 @@ async fn assert_rejected(db: &TestDb, event: &str, data: Value, expected: &str) 
     let org = Uuid::new_v4();
 
     match webhookd::db::webhooks::emit(&client, org, event, &data).await {
-        Err(webhookd::Error::Input(message)) => assert!(
-            message.contains(expected),
-            "emit of {event} {}: message {message:?} should contain {expected:?}",
+        Err(err) if err.kind() == webhookd::ErrorKind::Input => assert!(
+            err.to_string().contains(expected),
+            "emit of {event} {}: message {err:?} should contain {expected:?}",
             preview(&data)
         ),
         other => panic!(
-            "emit of {event} {} should be Error::Input containing {expected:?}, got {other:?}",
+            "emit of {event} {} should be an Input error containing {expected:?}, got {other:?}",
             preview(&data)
         ),
     }

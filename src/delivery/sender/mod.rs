@@ -108,7 +108,7 @@ impl Sender {
         }
         let tls = tls
             .build()
-            .map_err(|err| Error::Config(format!("cannot set up TLS: {err}")))?;
+            .map_err(|err| Error::config(format!("cannot set up TLS: {err}")))?;
         let connector = Connector {
             connect_timeout: config.connect_timeout,
             allow_private_targets: config.allow_private_targets,

@@ -11,13 +11,15 @@ pub mod tally;
 pub mod tls;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use devkit::scratch::ScratchDb;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
-use webhookd::config::RunArgs;
+use webhookd::config::{RunArgs, SecretArgs};
 use webhookd::daemon::DaemonConfig;
+use webhookd::delivery::sender::{Resolve, SystemResolver};
 use webhookd::manage::{self, CreateWebhook};
 use webhookd::shutdown::{self, ShutdownTrigger};
 use webhookd::signing::SecretBox;
@@ -161,7 +163,21 @@ impl TestApp {
 
     /// The daemon's configuration for these args.
     pub fn config(&self, args: &RunArgs) -> DaemonConfig {
-        args.validate(&self.db.url, Some(&self.key))
+        self.config_with(
+            args,
+            &SecretArgs::with_key(&self.key),
+            Arc::new(SystemResolver),
+        )
+    }
+
+    /// The daemon's configuration for these args, secrets and resolver.
+    pub fn config_with(
+        &self,
+        args: &RunArgs,
+        secrets: &SecretArgs,
+        resolver: Arc<dyn Resolve>,
+    ) -> DaemonConfig {
+        args.validate(&self.db.url, secrets, resolver)
             .expect("valid test config")
     }
 
@@ -177,38 +193,65 @@ impl TestApp {
         .await;
     }
 
-    /// Runs the daemon with its admin address on a free port (and the
-    /// management API when `admin_token` is given); returns once the address
-    /// answers.
+    /// Starts the daemon in-process with its admin address on a port the
+    /// system picks (and the management API when `admin_token` is given).
     pub async fn spawn_daemon_with_admin(
         &self,
         args: RunArgs,
         admin_token: Option<&str>,
     ) -> (DaemonHandle, std::net::SocketAddr) {
-        let admin = free_local_address();
-        let mut config = self.config(&RunArgs {
-            admin_addr: admin,
-            ..args
+        let secrets = SecretArgs {
+            admin_token: admin_token.map(Into::into),
+            ..SecretArgs::with_key(&self.key)
+        };
+        self.start_daemon(&args, &secrets).await
+    }
+
+    /// Starts the daemon in-process with `secrets` and its admin address on
+    /// a port the system picks; returns once it has started, with the admin
+    /// address it bound.
+    pub async fn start_daemon(
+        &self,
+        args: &RunArgs,
+        secrets: &SecretArgs,
+    ) -> (DaemonHandle, std::net::SocketAddr) {
+        let args = RunArgs {
+            admin_addr: ([127, 0, 0, 1], 0).into(),
+            ..args.clone()
+        };
+        let config = self.config_with(&args, secrets, Arc::new(SystemResolver));
+        start_configured(config).await
+    }
+}
+
+/// Starts the daemon in-process with `config`; returns once it has started,
+/// with the admin address it bound (give `127.0.0.1:0` to let the system
+/// pick a free port).
+pub async fn start_configured(config: DaemonConfig) -> (DaemonHandle, std::net::SocketAddr) {
+    {
+        let running = webhookd::daemon::Daemon::start(config)
+            .await
+            .expect("the daemon starts");
+        let admin = running.admin_addr();
+        let (trigger, mut shutdown) = shutdown::channel();
+        let task = tokio::spawn(async move {
+            let failed = running.failed();
+            tokio::select! {
+                _ = shutdown.wait() => {
+                    running.shutdown().await;
+                    Ok(())
+                }
+                err = failed => {
+                    running.shutdown().await;
+                    Err(err)
+                }
+            }
         });
-        config.admin_token = admin_token.map(str::to_string);
-        (self.spawn_daemon_answering(config).await, admin)
+        (DaemonHandle { trigger, task }, admin)
     }
+}
 
-    /// Runs the daemon in-process with `config` (whose admin address must be
-    /// a fixed one, see [`free_local_address`]); returns once that address
-    /// answers.
-    pub async fn spawn_daemon_answering(&self, config: DaemonConfig) -> DaemonHandle {
-        let admin = config.admin_addr;
-        let daemon = self.spawn_daemon(config);
-        wait_until(
-            "the admin address answers",
-            Duration::from_secs(20),
-            || async { tokio::net::TcpStream::connect(admin).await.is_ok() },
-        )
-        .await;
-        daemon
-    }
-
+impl TestApp {
     /// Runs the daemon in-process until the handle is stopped.
     pub fn spawn_daemon(&self, config: DaemonConfig) -> DaemonHandle {
         let (trigger, shutdown) = shutdown::channel();
