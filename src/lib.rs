@@ -7,10 +7,25 @@
 //! sends signed POSTs, retries failures on a fixed schedule and writes every
 //! outcome back where the dashboard reads it.
 //!
+//! ## What to use
+//!
+//! The crate root is the surface meant for other programs: [`emit`] and
+//! [`EventType`] for producers written in Rust, [`Daemon`] / [`DaemonConfig`]
+//! / [`Running`] to run the delivery daemon inside another process, and
+//! [`Error`] with [`ErrorKind`]. The modules below are public because the
+//! `webhookd` binary, the benchmark (`crates/bench`) and the integration tests
+//! are built on them; they change with the code.
+//!
+//! ## Where things are
+//!
 //! The stages, one module each under [`delivery`]: notifier (LISTEN) → fanout →
 //! claimer (leases) → dispatcher + sender (sign and POST) →
-//! completer (fenced write-back), driven by [`daemon`]. Pure logic lives in
+//! completer (fenced write-back), driven by the main loop in [`daemon`], which
+//! starts and stops every background [`service`] as one group. Webhook
+//! management (CLI and API alike) goes through [`manage`]; the admin listener
+//! (health, readiness, metrics, the API) is [`admin`]. Pure logic lives in
 //! [`event`], [`signing`], `delivery::retry` and [`guard`]; SQL only in [`db`].
+//! `docs/ARCHITECTURE.md` walks one delivery through these files.
 //!
 //! ## Emitting from Rust, in the caller's transaction
 //!
@@ -44,6 +59,7 @@ pub mod shutdown;
 pub mod signing;
 pub mod telemetry;
 
+pub use daemon::{Daemon, DaemonConfig, Running};
 pub use error::{Error, ErrorKind, Result};
 pub use event::EventType;
 

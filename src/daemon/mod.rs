@@ -1,10 +1,10 @@
 //! The daemon (`webhookd run`): [`Daemon::start`] connects, checks the
-//! schema and starts every service in order ([`start`]); the [`Running`]
+//! schema and starts every service in order (`start.rs`); the [`Running`]
 //! daemon it returns tells its admin address and, on
 //! [`Running::shutdown`], stops claiming, gives in-flight sends the grace
 //! period, releases the leases left and stops the services in reverse
 //! order, so no task it started outlives it. The claim loop itself is in
-//! [`main_loop`].
+//! `main_loop.rs`.
 
 mod main_loop;
 mod sleep;

@@ -17,7 +17,7 @@ pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 /// A statement of `sql/queries/` and what it does (named in errors).
 #[derive(Debug, Clone, Copy)]
 pub struct Query {
-    /// "listing webhooks": completes "error … while <doing>".
+    /// "listing webhooks": completes "error … while `<doing>`".
     pub doing: &'static str,
     /// The statement's text.
     pub sql: &'static str,
