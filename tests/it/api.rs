@@ -9,7 +9,7 @@ use uuid::Uuid;
 use webhookd::config::RunArgs;
 use webhookd::EventType;
 
-use crate::harness::{sample, test_args, wait_until, DaemonHandle, Receiver, TestApp};
+use crate::harness::{sample, test_args, DaemonHandle, Receiver, TestApp};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 const WAIT: Duration = Duration::from_secs(20);
@@ -249,13 +249,14 @@ async fn deliveries_are_listed_with_attempts_then_redelivered_and_recovered() {
     )
     .await;
     assert_eq!((status, body["status"].clone()), (202, json!("pending")));
-    wait_until("the redelivery is attempted", WAIT, || async {
-        app.db
-            .count("SELECT count(*) FROM outbox.delivery_attempts")
-            .await
-            == 4
-    })
-    .await;
+    app.db
+        .wait_for_count(
+            "the redelivery is attempted",
+            "SELECT count(*) FROM outbox.delivery_attempts",
+            4,
+            WAIT,
+        )
+        .await;
 
     let (status, body) = call(
         admin,
@@ -266,17 +267,14 @@ async fn deliveries_are_listed_with_attempts_then_redelivered_and_recovered() {
     )
     .await;
     assert_eq!((status, body["requeued"].clone()), (202, json!(3)));
-    wait_until(
-        "the recovered deliveries are attempted again",
-        WAIT,
-        || async {
-            app.db
-                .count("SELECT count(*) FROM outbox.delivery_attempts")
-                .await
-                == 7
-        },
-    )
-    .await;
+    app.db
+        .wait_for_count(
+            "the recovered deliveries are attempted again",
+            "SELECT count(*) FROM outbox.delivery_attempts",
+            7,
+            WAIT,
+        )
+        .await;
     let (status, _) = call(
         admin,
         "POST",

@@ -13,7 +13,7 @@ use tokio::process::Command;
 use uuid::Uuid;
 
 use crate::harness::process::{create_args, Webhookd, COMMAND_LIMIT};
-use crate::harness::{expected_signature, secret_key, wait_until, Receiver, TestApp, TestDb};
+use crate::harness::{expected_signature, secret_key, Receiver, TestApp, TestDb};
 
 /// Longest a delivery may take to be recorded.
 const DELIVERY_LIMIT: Duration = Duration::from_secs(20);
@@ -767,17 +767,14 @@ async fn secrets_never_appear_in_trace_logs_or_a_database_dump() {
     emitted.succeeded();
     never_shown(&emitted.stderr, "the trace log of `emit`");
 
-    wait_until(
-        "the delivery is recorded as delivered",
-        DELIVERY_LIMIT,
-        || async {
-            app.db
-                .count("SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'")
-                .await
-                == 1
-        },
-    )
-    .await;
+    app.db
+        .wait_for_count(
+            "the delivery is recorded as delivered",
+            "SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'",
+            1,
+            DELIVERY_LIMIT,
+        )
+        .await;
     let requests = receiver.requests();
     assert_eq!(requests.len(), 1);
     assert_eq!(

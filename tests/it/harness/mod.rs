@@ -69,6 +69,11 @@ impl TestDb {
             .expect("connect to test database")
     }
 
+    /// Waits until `sql` (one number) gives `n`; panics with `what` after `limit`.
+    pub async fn wait_for_count(&self, what: &str, sql: &str, n: i64, limit: Duration) {
+        wait_until(what, limit, || async { self.count(sql).await == n }).await;
+    }
+
     /// One number from a query.
     pub async fn count(&self, sql: &str) -> i64 {
         self.client()
