@@ -13,7 +13,9 @@ use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 use webhookd::EventType;
 
-use crate::harness::{http_request, sample, test_args, wait_until, Receiver, TestApp, TestDb};
+use crate::harness::{
+    http_request, sample, test_args, wait_until, DaemonHandle, Receiver, TestApp, TestDb,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -71,13 +73,20 @@ async fn assert_refused(db: &TestDb, org: Option<Uuid>, events: Option<&Value>, 
     );
 }
 
-#[tokio::test]
-async fn events_of_several_types_are_delivered_and_ids_follow_the_array() {
+/// A test database with one webhook of a new organization, its receiver, and
+/// a daemon delivering to it.
+async fn delivering() -> (TestApp, Receiver, Uuid, DaemonHandle) {
     let app = TestApp::new().await;
     let receiver = Receiver::with_status(200).await;
     let org = Uuid::new_v4();
     app.create_webhook(org, &receiver.url("/hook")).await;
     let daemon = app.spawn_daemon(app.config(&test_args()));
+    (app, receiver, org, daemon)
+}
+
+#[tokio::test]
+async fn events_of_several_types_are_delivered_and_ids_follow_the_array() {
+    let (app, receiver, org, daemon) = delivering().await;
 
     let batch = mixed_batch();
     let mut client = app.db.client().await;
@@ -232,11 +241,7 @@ async fn the_detailed_check_passes_an_element_the_validator_accepts() {
 
 #[tokio::test]
 async fn a_rolled_back_batch_is_never_delivered() {
-    let app = TestApp::new().await;
-    let receiver = Receiver::with_status(200).await;
-    let org = Uuid::new_v4();
-    app.create_webhook(org, &receiver.url("/hook")).await;
-    let daemon = app.spawn_daemon(app.config(&test_args()));
+    let (app, receiver, org, daemon) = delivering().await;
 
     let mut client = app.db.client().await;
     let tx = client.transaction().await.unwrap();
