@@ -3,6 +3,7 @@
 //! so they run inside a caller's transaction or on their own.
 
 pub mod connect;
+pub mod emit_many;
 pub mod keys;
 pub mod maintenance;
 pub mod queue;
@@ -52,6 +53,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         5,
         "pooler-safe statements",
         include_str!("../../sql/migrations/0005_pooler_safe_statements.sql"),
+    ),
+    (
+        6,
+        "batch emit",
+        include_str!("../../sql/migrations/0006_emit_many.sql"),
     ),
 ];
 

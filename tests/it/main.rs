@@ -10,6 +10,7 @@ mod dashboard;
 mod db_tls;
 mod delivery;
 mod deploy;
+mod emit_many;
 mod failover;
 mod fencing;
 mod horizon;
