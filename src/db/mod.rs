@@ -53,6 +53,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "pooler-safe statements",
         include_str!("../../sql/migrations/0005_pooler_safe_statements.sql"),
     ),
+    (
+        8,
+        "signature scheme per webhook",
+        include_str!("../../sql/migrations/0008_signature_scheme.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.

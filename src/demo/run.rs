@@ -139,6 +139,7 @@ async fn run_in(url: &str, secret_key: &str) -> Result<()> {
             url: &receiver.url(&path),
             label,
             allow_private_targets: true,
+            signature_scheme: Default::default(),
         };
         let created = manage::create(&client, &secrets, &SystemResolver, &request).await?;
         receiver.verify(&path, created.secret.as_deref().unwrap_or_default());

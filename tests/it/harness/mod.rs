@@ -143,6 +143,7 @@ impl TestApp {
                 url,
                 label: "test",
                 allow_private_targets: true,
+                signature_scheme: Default::default(),
             },
         )
         .await
