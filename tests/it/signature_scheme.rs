@@ -38,6 +38,15 @@ fn assert_secret_form(secret: &str, scheme: &str) {
     );
 }
 
+/// The `signature_scheme` of each listed webhook, in order.
+fn schemes(listed: &Value) -> Vec<&str> {
+    let webhooks = listed.as_array().expect("a JSON array");
+    webhooks
+        .iter()
+        .map(|webhook| webhook["signature_scheme"].as_str().unwrap())
+        .collect()
+}
+
 async fn status_view_schemes(app: &TestApp) -> Vec<(Uuid, String)> {
     let client = app.db.client().await;
     let rows = client
@@ -83,13 +92,10 @@ async fn the_cli_creates_webhooks_of_either_scheme_and_refuses_any_other() {
         .output()
         .await
         .json();
-    let schemes: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|webhook| webhook["signature_scheme"].as_str().unwrap())
-        .collect();
-    assert_eq!(schemes, ["productbridge", "standard", "productbridge"]);
+    assert_eq!(
+        schemes(&listed),
+        ["productbridge", "standard", "productbridge"]
+    );
     let id = |created: &Value| created["id"].as_str().unwrap().parse::<Uuid>().unwrap();
     assert_eq!(
         status_view_schemes(&app).await,
@@ -133,11 +139,8 @@ async fn the_api_takes_the_scheme_in_the_create_body_and_shows_it_on_every_webho
     let (status, listed) = call(admin, "GET", &path, Some(TOKEN), None).await;
     daemon.stop().await.unwrap();
     assert_eq!(status, 200);
-    let schemes: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|webhook| webhook["signature_scheme"].as_str().unwrap())
-        .collect();
-    assert_eq!(schemes, ["standard", "productbridge", "productbridge"]);
+    assert_eq!(
+        schemes(&listed),
+        ["standard", "productbridge", "productbridge"]
+    );
 }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use uuid::Uuid;
-use webhookd::manage::{self, CreateWebhook, SignatureScheme};
+use webhookd::manage::SignatureScheme;
 use webhookd::EventType;
 
 use crate::harness::receiver::Recorded;
@@ -136,27 +136,6 @@ fn scheme_headers(arrival: &Recorded) -> Value {
         .into()
 }
 
-/// Creates a webhook of `scheme` for `url`; returns its id and secret.
-async fn create(app: &TestApp, org: Uuid, url: &str, scheme: SignatureScheme) -> (Uuid, String) {
-    let client = app.db.client().await;
-    let request = CreateWebhook {
-        organization_id: org,
-        url,
-        label: scheme.as_str(),
-        allow_private_targets: true,
-        signature_scheme: scheme,
-    };
-    let created = manage::create(
-        &client,
-        &app.secrets,
-        &webhookd::delivery::sender::SystemResolver,
-        &request,
-    )
-    .await
-    .expect("create webhook");
-    (created.id, created.secret.unwrap())
-}
-
 /// A `standard` and a `productbridge` webhook on one receiver, two events;
 /// returns the secret of the standard one and the arrivals per path.
 async fn deliveries() -> (String, Vec<Recorded>, Vec<Recorded>) {
@@ -164,9 +143,11 @@ async fn deliveries() -> (String, Vec<Recorded>, Vec<Recorded>) {
     let receiver = Receiver::with_status(204).await;
     let org = Uuid::new_v4();
     let standard = SignatureScheme::Standard;
-    let (_, secret) = create(&app, org, &receiver.url("/standard"), standard).await;
-    let plain = SignatureScheme::ProductBridge;
-    let (_, plain_secret) = create(&app, org, &receiver.url("/plain"), plain).await;
+    let secret = (app
+        .create_webhook_signed(org, &receiver.url("/standard"), standard)
+        .await)
+        .secret;
+    let plain_secret = (app.create_webhook(org, &receiver.url("/plain")).await).secret;
     receiver.verify("/standard", &secret);
     receiver.verify("/plain", &plain_secret);
     let before = chrono::Utc::now().timestamp();
