@@ -10,7 +10,7 @@ use crate::config::{RunArgs, SecretArgs};
 use crate::db;
 use crate::delivery::sender::SystemResolver;
 use crate::error::{Error, Result};
-use crate::manage::{self, CreateWebhook};
+use crate::manage::{self, CreateWebhook, SignatureScheme};
 use crate::shutdown;
 use crate::telemetry::LogFormat;
 
@@ -111,6 +111,10 @@ pub enum WebhooksCommand {
         /// Allow http:// and loopback/private addresses (tests, local use).
         #[arg(long, env = "WEBHOOKD_ALLOW_PRIVATE_TARGETS", value_parser = clap::builder::BoolishValueParser::new())]
         allow_private_targets: bool,
+        /// How requests are signed: productbridge, or standard for the
+        /// Standard Webhooks headers as well (docs/CONTRACT.md §1).
+        #[arg(long, default_value = "productbridge", value_parser = signature_scheme, value_name = "productbridge|standard")]
+        signature_scheme: SignatureScheme,
     },
     /// List an organization's webhooks with their status, as a JSON array.
     List {
@@ -208,12 +212,14 @@ async fn webhooks_command(url: &str, secrets: &SecretArgs, command: WebhooksComm
             url: target,
             label,
             allow_private_targets,
+            signature_scheme,
         } => {
             let request = CreateWebhook {
                 organization_id: org,
                 url: &target,
                 label: &label,
                 allow_private_targets,
+                signature_scheme,
             };
             manage::validate(&request)?;
             let keyring = secrets.keyring()?;
@@ -287,4 +293,9 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|err| Error::other(err.to_string()))?;
     println!("{text}");
     Ok(())
+}
+
+/// `--signature-scheme`: a bad name is a usage error naming the accepted ones.
+fn signature_scheme(name: &str) -> std::result::Result<SignatureScheme, String> {
+    SignatureScheme::parse(name).map_err(|err| err.one_line())
 }

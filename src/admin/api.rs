@@ -21,7 +21,9 @@ use uuid::Uuid;
 use crate::delivery::sender::Resolve;
 use crate::error::{Error, ErrorKind};
 use crate::keys::Keyring;
-use crate::manage::{self, view::echo, CreateWebhook, DeliveryFilter, RecoverWindow};
+use crate::manage::{
+    self, view::echo, CreateWebhook, DeliveryFilter, RecoverWindow, SignatureScheme,
+};
 
 /// Largest request body read.
 const MAX_BODY: usize = 64 * 1024;
@@ -199,6 +201,10 @@ impl ManagementApi {
             url: &body.url,
             label: body.label.as_deref().unwrap_or(""),
             allow_private_targets: self.allow_private_targets,
+            signature_scheme: match body.signature_scheme.as_deref() {
+                Some(name) => SignatureScheme::parse(name)?,
+                None => SignatureScheme::default(),
+            },
         };
         let client = self.pool.get().await.map_err(Error::from)?;
         let created = manage::create(
@@ -222,6 +228,7 @@ fn ok_json(status: StatusCode, body: impl serde::Serialize) -> ApiResult {
 struct CreateBody {
     url: String,
     label: Option<String>,
+    signature_scheme: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -59,6 +59,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "batch emit",
         include_str!("../../sql/migrations/0006_emit_many.sql"),
     ),
+    (
+        8,
+        "signature scheme per webhook",
+        include_str!("../../sql/migrations/0008_signature_scheme.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.

@@ -36,6 +36,8 @@ pub struct WebhookRow {
     pub pending_deliveries: i64,
     /// Failed deliveries.
     pub failed_deliveries: i64,
+    /// `productbridge` or `standard`.
+    pub signature_scheme: String,
 }
 
 /// What a new webhook row holds.
@@ -53,18 +55,21 @@ pub struct NewWebhook<'a> {
     pub secret_ciphertext: &'a [u8],
     /// Key id of the sealing key.
     pub secret_key_id: &'a str,
+    /// `productbridge` or `standard`.
+    pub signature_scheme: &'a str,
 }
 
 /// Inserts a webhook; the row has no status fields yet (all zero).
 pub async fn insert(client: &impl GenericClient, webhook: &NewWebhook<'_>) -> Result<WebhookRow> {
     const INSERT: Query = db::named!("creating the webhook", "webhook_insert");
-    let params: [db::Param; 6] = [
+    let params: [db::Param; 7] = [
         (&webhook.id, Type::UUID),
         (&webhook.organization_id, Type::UUID),
         (&webhook.url, Type::TEXT),
         (&webhook.label, Type::TEXT),
         (&webhook.secret_ciphertext, Type::BYTEA),
         (&webhook.secret_key_id, Type::TEXT),
+        (&webhook.signature_scheme, Type::TEXT),
     ];
     let row = INSERT.one(client, &params).await?;
     Ok(WebhookRow {
@@ -80,6 +85,7 @@ pub async fn insert(client: &impl GenericClient, webhook: &NewWebhook<'_>) -> Re
         last_failure_reason: None,
         pending_deliveries: 0,
         failed_deliveries: 0,
+        signature_scheme: row.get("signature_scheme"),
     })
 }
 
@@ -104,6 +110,7 @@ fn listed_webhook(row: &Row) -> WebhookRow {
         last_failure_reason: row.get("last_failure_reason"),
         pending_deliveries: row.get("pending_deliveries"),
         failed_deliveries: row.get("failed_deliveries"),
+        signature_scheme: row.get("signature_scheme"),
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info_span, warn, Instrument};
 use uuid::Uuid;
 
+use crate::db::keys::SigningKeyRow;
 use crate::db::queue::{AttemptRecord, ClaimedDelivery, NextStatus};
 use crate::delivery::claimer::{Claim, InFlight};
 use crate::delivery::pacing::Feedback;
@@ -27,8 +28,8 @@ use crate::delivery::sender::{Outcome, OutcomeCode, OutgoingRequest, Sender};
 use crate::error::Result;
 use crate::event::envelope;
 use crate::guard::TargetUrl;
-use crate::keys::{Keyring, Unopenable};
-use crate::signing::Signer;
+use crate::keys::Keyring;
+use crate::signing::{SignatureScheme, Signer};
 
 /// A success slower than this earns a webhook no extra slot.
 const FAST_ENOUGH: std::time::Duration = std::time::Duration::from_secs(1);
@@ -179,6 +180,10 @@ impl Dispatcher {
             Err(outcome) => outcome,
             Ok(target) => {
                 let signature = signer.signature_header(&body);
+                // The attempt's start is the one instant every timestamp
+                // header of this request carries (docs/CONTRACT.md §1).
+                let scheme_headers =
+                    signer.scheme_headers(delivery.id, started_at.timestamp(), &body);
                 let request = OutgoingRequest {
                     target: &target,
                     body,
@@ -186,6 +191,7 @@ impl Dispatcher {
                     signature: &signature,
                     webhook_id: delivery.webhook_id,
                     delivery_id: delivery.id,
+                    scheme_headers: &scheme_headers,
                 };
                 self.parts.sender.send(&request).await
             }
@@ -285,20 +291,41 @@ impl Dispatcher {
         if cache.len() + sealed.len() > SIGNER_CACHE_MAX {
             cache.clear();
         }
-        for (webhook_id, ciphertext, key_id) in sealed {
-            match self.parts.secrets.open(webhook_id, &key_id, &ciphertext) {
-                Ok(secret) => {
-                    let signer = Signer::new(&secret);
+        for row in sealed {
+            let webhook_id = row.secret.webhook_id;
+            match self.signer(&row) {
+                Ok(signer) => {
                     cache.insert(webhook_id, signer.clone());
                     found.insert(webhook_id, signer);
                 }
-                Err(err) => self.warn_unopenable(webhook_id, &err),
+                Err((key_id, problem)) => self.warn_unopenable(webhook_id, &key_id, &problem),
             }
         }
         Ok(found)
     }
 
-    fn warn_unopenable(&self, webhook_id: Uuid, err: &Unopenable) {
+    /// Opens a webhook's secret and keys a signer for its scheme; on failure
+    /// the key id and what is wrong, for the warning.
+    fn signer(&self, row: &SigningKeyRow) -> Result<Signer, (String, String)> {
+        let stored = &row.secret;
+        let secret = self
+            .parts
+            .secrets
+            .open(stored.webhook_id, &stored.key_id, &stored.ciphertext)
+            .map_err(|err| (err.key_id().to_string(), err.to_string()))?;
+        // The column's CHECK allows only known names; a secret that does not
+        // fit its scheme is held back like one that does not open.
+        let unusable = |problem: String| (stored.key_id.clone(), problem);
+        let scheme = SignatureScheme::parse(&row.signature_scheme).map_err(|_| {
+            unusable(format!(
+                "for an unknown signature scheme \"{}\"",
+                row.signature_scheme
+            ))
+        })?;
+        Signer::for_scheme(&secret, scheme).map_err(|err| unusable(err.one_line()))
+    }
+
+    fn warn_unopenable(&self, webhook_id: Uuid, key_id: &str, problem: &str) {
         let now = Instant::now();
         let mut warned = self
             .warned
@@ -315,9 +342,9 @@ impl Dispatcher {
         warned.insert(webhook_id, now);
         warn!(
             %webhook_id,
-            key_id = err.key_id(),
+            key_id,
             retry_in_s = self.parts.unopenable_delay.as_secs(),
-            "the webhook's secret is {err}: its deliveries are not sent and wait, uncounted"
+            "the webhook's secret is {problem}: its deliveries are not sent and wait, uncounted"
         );
     }
 }

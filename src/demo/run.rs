@@ -182,6 +182,7 @@ async fn create_webhooks(
             url: &receiver.url(&path),
             label,
             allow_private_targets: true,
+            signature_scheme: Default::default(),
         };
         let created = manage::create(client, &secrets, &SystemResolver, &request).await?;
         receiver.verify(&path, created.secret.as_deref().unwrap_or_default());

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::delivery::sender::Resolve;
 use crate::error::{Error, Result};
 use crate::guard::{blocked_kind, TargetUrl};
+use crate::signing::SignatureScheme;
 
 use super::view::echo;
 
@@ -33,6 +34,8 @@ pub struct CreateWebhook<'a> {
     pub label: &'a str,
     /// Lift the https and public-address rules.
     pub allow_private_targets: bool,
+    /// How its requests are signed.
+    pub signature_scheme: SignatureScheme,
 }
 
 /// The checks that need neither the network nor the database: URL syntax,

@@ -8,6 +8,7 @@ mod input;
 pub mod view;
 
 pub use crate::db::webhooks::Revoked;
+pub use crate::signing::SignatureScheme;
 pub use input::{
     validate, CreateWebhook, DeliveryFilter, NewEvent, RecoverWindow, MAX_LABEL_LEN, MAX_PAGE,
 };
@@ -23,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::signing::{SecretBox, SigningSecret};
 
 /// Validates the URL and label, checks where the host resolves, generates the
-/// secret and stores it sealed. The returned view carries the secret: the
+/// secret in the form of the webhook's signature scheme and stores it sealed. The returned view carries the secret: the
 /// only time it is ever shown.
 pub async fn create(
     client: &impl GenericClient,
@@ -36,7 +37,7 @@ pub async fn create(
         input::check_resolves_public(&target, resolver).await?;
     }
     let id = Uuid::new_v4();
-    let secret = SigningSecret::generate();
+    let secret = SigningSecret::generate_for(request.signature_scheme);
     let sealed = secrets.seal(id, &secret);
     let new = NewWebhook {
         id,
@@ -45,6 +46,7 @@ pub async fn create(
         label: request.label,
         secret_ciphertext: &sealed,
         secret_key_id: secrets.key_id(),
+        signature_scheme: request.signature_scheme.as_str(),
     };
     let row = queries::insert(client, &new).await?;
     Ok(WebhookView::created(row, secret.expose().to_string()))

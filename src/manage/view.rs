@@ -34,6 +34,8 @@ pub struct WebhookView {
     pub status: String,
     /// Creation time, RFC 3339.
     pub created_at: String,
+    /// `productbridge` or `standard` (docs/CONTRACT.md §1).
+    pub signature_scheme: String,
     /// The signing secret, present exactly once: in the answer to create.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -86,6 +88,7 @@ impl WebhookView {
             label: row.label,
             status: row.status,
             created_at: time(row.created_at),
+            signature_scheme: row.signature_scheme,
             secret,
             health,
         }

@@ -11,7 +11,7 @@ use webhookd::EventType;
 
 use crate::harness::{sample, test_args, DaemonHandle, Receiver, TestApp};
 
-const TOKEN: &str = "test-admin-token-0123456789";
+pub(crate) const TOKEN: &str = "test-admin-token-0123456789";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A daemon with the API on a free port.
@@ -24,7 +24,7 @@ async fn daemon_with_api(
 }
 
 /// One HTTP/1.1 request; returns status and JSON body (Null when empty).
-async fn call(
+pub(crate) async fn call(
     admin: SocketAddr,
     method: &str,
     path: &str,

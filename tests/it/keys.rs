@@ -158,6 +158,7 @@ async fn rotate_beside_a_running_daemon_loses_and_fails_nothing() {
             url: &url,
             label: "",
             allow_private_targets: true,
+            signature_scheme: Default::default(),
         };
         let created = manage::create(
             &client,
@@ -434,6 +435,7 @@ async fn rotate_leaves_secrets_no_key_opens_reports_them_and_exits_1() {
             url: "http://127.0.0.1:9/b",
             label: "",
             allow_private_targets: true,
+            signature_scheme: Default::default(),
         },
     )
     .await

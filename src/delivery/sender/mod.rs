@@ -89,6 +89,9 @@ pub struct OutgoingRequest<'a> {
     pub webhook_id: Uuid,
     /// `X-ProductBridge-Delivery-Id`.
     pub delivery_id: Uuid,
+    /// The webhook's signature scheme's own headers (`webhook-id`,
+    /// `webhook-timestamp`, `webhook-signature` for `standard`), if any.
+    pub scheme_headers: &'a [(&'static str, String)],
 }
 
 /// Sends webhook requests. Share one per daemon (it holds the pool).
@@ -260,6 +263,9 @@ fn build_request(request: &OutgoingRequest<'_>) -> Request<Full<Bytes>> {
         "x-productbridge-delivery-id",
         value(&request.delivery_id.to_string()),
     );
+    for (name, text) in request.scheme_headers {
+        headers.insert(*name, value(text));
+    }
     http
 }
 

@@ -74,6 +74,7 @@ async fn webhooks_create_prints_one_object_with_the_secret_shown_this_once() {
             "label",
             "organization_id",
             "secret",
+            "signature_scheme",
             "status",
             "url"
         ],
@@ -84,6 +85,7 @@ async fn webhooks_create_prints_one_object_with_the_secret_shown_this_once() {
     assert_eq!(field(&created, "url"), UNUSED_TARGET);
     assert_eq!(field(&created, "label"), "L");
     assert_eq!(field(&created, "status"), "active");
+    assert_eq!(field(&created, "signature_scheme"), "productbridge");
     let rfc3339_millis =
         regex_lite::Regex::new(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$").unwrap();
     assert!(
@@ -118,6 +120,7 @@ async fn webhooks_create_prints_one_object_with_the_secret_shown_this_once() {
         "label",
         "status",
         "created_at",
+        "signature_scheme",
     ] {
         assert_eq!(webhook[name], created[name], "{name} as on create");
     }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use webhookd::config::{RunArgs, SecretArgs};
 use webhookd::daemon::DaemonConfig;
 use webhookd::delivery::sender::{Resolve, SystemResolver};
-use webhookd::manage::{self, CreateWebhook};
+use webhookd::manage::{self, CreateWebhook, SignatureScheme};
 use webhookd::shutdown::{self, ShutdownTrigger};
 use webhookd::signing::SecretBox;
 
@@ -138,6 +138,17 @@ impl TestApp {
 
     /// Creates a webhook (private targets allowed).
     pub async fn create_webhook(&self, organization: Uuid, url: &str) -> TestWebhook {
+        self.create_webhook_signed(organization, url, SignatureScheme::default())
+            .await
+    }
+
+    /// Creates a webhook of signature scheme `scheme` (private targets allowed).
+    pub async fn create_webhook_signed(
+        &self,
+        organization: Uuid,
+        url: &str,
+        scheme: SignatureScheme,
+    ) -> TestWebhook {
         let client = self.db.client().await;
         let created = manage::create(
             &client,
@@ -148,6 +159,7 @@ impl TestApp {
                 url,
                 label: "test",
                 allow_private_targets: true,
+                signature_scheme: scheme,
             },
         )
         .await
