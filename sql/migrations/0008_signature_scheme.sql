@@ -9,7 +9,7 @@ ALTER TABLE outbox.webhooks
         CONSTRAINT webhooks_signature_scheme_check
         CHECK (signature_scheme IN ('productbridge', 'standard'));
 
--- The view as before, with the scheme appended: CREATE OR REPLACE VIEW may
+-- The view as migration 7 left it, with the scheme appended: CREATE OR REPLACE VIEW may
 -- only add columns at the end, and keeps the dashboard role's grant.
 CREATE OR REPLACE VIEW outbox.webhook_status AS
 SELECT w.id AS webhook_id,
@@ -25,5 +25,7 @@ SELECT w.id AS webhook_id,
          WHERE d.webhook_id = w.id AND d.status = 'pending') AS pending_deliveries,
        (SELECT count(*) FROM outbox.deliveries d
          WHERE d.webhook_id = w.id AND d.status = 'failed') AS failed_deliveries,
+       w.disabled_at,
+       w.disabled_reason,
        w.signature_scheme
 FROM outbox.webhooks w;

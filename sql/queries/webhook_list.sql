@@ -1,6 +1,7 @@
 SELECT s.webhook_id, s.organization_id, s.url, s.label, s.status, s.created_at,
        w.revoked_at, s.last_success_at, s.last_failure_at, s.last_failure_reason,
-       s.pending_deliveries, s.failed_deliveries, s.signature_scheme
+       s.pending_deliveries, s.failed_deliveries, s.disabled_at, s.disabled_reason,
+       s.signature_scheme
 FROM outbox.webhook_status s
 JOIN outbox.webhooks w ON w.id = s.webhook_id
 WHERE s.organization_id = $1

@@ -168,6 +168,12 @@ impl ManagementApi {
                     serde_json::json!({ "id": id, "status": "pending" }),
                 )
             }
+            (Method::POST, ["v1", "webhooks", id, "enable"]) => {
+                let id = parse_id(id, "webhook id")?;
+                let client = self.pool.get().await.map_err(Error::from)?;
+                manage::enable(&**client, id).await?;
+                Ok((StatusCode::NO_CONTENT, serde_json::Value::Null))
+            }
             (Method::POST, ["v1", "webhooks", id, "recover"]) => {
                 let id = parse_id(id, "webhook id")?;
                 let body: RecoverBody = read_json(request).await?;
@@ -183,7 +189,7 @@ impl ManagementApi {
             }
             (_, ["v1", "organizations", _, "webhooks"])
             | (_, ["v1", "webhooks", _])
-            | (_, ["v1", "webhooks", _, "deliveries" | "recover"])
+            | (_, ["v1", "webhooks", _, "deliveries" | "recover" | "enable"])
             | (_, ["v1", "deliveries", _, "redeliver"]) => Err(ApiError(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("method not allowed on {path}"),
@@ -260,14 +266,7 @@ fn parse_id(text: &str, what: &str) -> Result<Uuid, ApiError> {
 }
 
 fn parse_time(text: &str, field: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|_| {
-            bad_request(format!(
-                "\"{field}\" must be an RFC 3339 time such as 2026-05-09T12:34:56Z, got \"{}\"",
-                echo(text)
-            ))
-        })
+    Ok(manage::parse_time(text, field)?)
 }
 
 /// `status`, `limit` and `before` of the deliveries listing.

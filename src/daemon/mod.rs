@@ -25,6 +25,7 @@ use crate::delivery::retry::RetryPolicy;
 use crate::delivery::sender::SenderConfig;
 use crate::error::{Error, Result};
 use crate::keys::Keyring;
+use crate::maintenance::disabler::DisablerConfig;
 use crate::maintenance::retention::RetentionConfig;
 use crate::service::Services;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
@@ -67,6 +68,8 @@ pub struct DaemonConfig {
     pub admin_token: Option<String>,
     /// How long finished events are kept.
     pub retention: RetentionConfig,
+    /// When a failing webhook is disabled.
+    pub disabler: DisablerConfig,
 }
 
 /// The LISTEN connection's target.

@@ -48,6 +48,29 @@ fn feedback(outcome: &Outcome, duration: std::time::Duration) -> Feedback {
     }
 }
 
+/// One line per attempt, on the attempt's span too.
+fn log_attempt(outcome: &Outcome, next: NextStatus, duration: Duration) {
+    let elapsed_ms = duration.as_millis() as u64;
+    let span = tracing::Span::current();
+    span.record("outcome", outcome.code.as_str());
+    span.record("duration_ms", elapsed_ms);
+    match (&outcome.reason, next) {
+        (None, _) => debug!(
+            outcome = outcome.code.as_str(),
+            status = outcome.status_code,
+            elapsed_ms,
+            "delivered"
+        ),
+        (Some(reason), NextStatus::Failed) => {
+            warn!(outcome = outcome.code.as_str(), %reason, elapsed_ms, "delivery failed for good")
+        }
+        (Some(reason), _) => {
+            let retry_after_s = outcome.retry_after.map(|asked| asked.as_secs());
+            warn!(outcome = outcome.code.as_str(), %reason, elapsed_ms, retry_after_s, "attempt failed; will retry")
+        }
+    }
+}
+
 /// Secrets are few and small; past this many cached signers the cache starts over.
 const SIGNER_CACHE_MAX: usize = 10_000;
 
@@ -198,34 +221,10 @@ impl Dispatcher {
         };
         let duration = started.elapsed();
         self.parts.metrics.attempt(outcome.code, duration);
-        let attempt = u32::try_from(delivery.attempt).unwrap_or(u32::MAX);
-        let next = if outcome.is_success() {
-            NextStatus::Delivered
-        } else {
-            match self.parts.retry.after_failed_attempt(attempt) {
-                AfterFailure::RetryIn(delay) => NextStatus::RetryIn(delay),
-                AfterFailure::GiveUp => NextStatus::Failed,
-            }
-        };
-        let elapsed_ms = duration.as_millis() as u64;
-        let span = tracing::Span::current();
-        span.record("outcome", outcome.code.as_str());
-        span.record("duration_ms", elapsed_ms);
-        match (&outcome.reason, next) {
-            (None, _) => debug!(
-                outcome = outcome.code.as_str(),
-                status = outcome.status_code,
-                elapsed_ms,
-                "delivered"
-            ),
-            (Some(reason), NextStatus::Failed) => {
-                warn!(outcome = outcome.code.as_str(), %reason, elapsed_ms, "delivery failed for good")
-            }
-            (Some(reason), _) => {
-                warn!(outcome = outcome.code.as_str(), %reason, elapsed_ms, "attempt failed; will retry")
-            }
-        }
+        let next = self.next_status(&outcome, delivery.attempt);
+        log_attempt(&outcome, next, duration);
         let feedback = feedback(&outcome, duration);
+        let disables_webhook = outcome.is_gone();
         let record = AttemptRecord {
             delivery_id: delivery.id,
             webhook_id: delivery.webhook_id,
@@ -238,8 +237,31 @@ impl Dispatcher {
             response_excerpt: outcome.response_excerpt,
             started_at,
             duration,
+            retry_after: outcome.retry_after,
+            disables_webhook,
         };
         (record, feedback)
+    }
+
+    /// Where an attempt leaves its delivery: a 410 fails it at once (the
+    /// completer then disables the webhook); other failures follow the
+    /// schedule, pushed back by what a 429 or 503 asked for.
+    fn next_status(&self, outcome: &Outcome, attempt: i32) -> NextStatus {
+        if outcome.is_success() {
+            return NextStatus::Delivered;
+        }
+        if outcome.is_gone() {
+            return NextStatus::Failed;
+        }
+        let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+        match self
+            .parts
+            .retry
+            .after_failed_attempt_asking(attempt, outcome.retry_after)
+        {
+            AfterFailure::RetryIn(delay) => NextStatus::RetryIn(delay),
+            AfterFailure::GiveUp => NextStatus::Failed,
+        }
     }
 
     /// The URL as a target; scheme rules apply here, address rules at connect.

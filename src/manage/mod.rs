@@ -1,6 +1,6 @@
 //! Managing webhooks, the one path the CLI and the management API share:
 //! create (validate the URL, generate and seal the secret), list, revoke,
-//! redeliver, recover and list deliveries. Each checks its input and
+//! enable, redeliver, recover and list deliveries. Each checks its input and
 //! returns a typed result or an [`Error`] whose kind says whose fault it is
 //! (docs/CONTRACT.md §6, §7); callers only parse, call and render.
 
@@ -10,7 +10,8 @@ pub mod view;
 pub use crate::db::webhooks::Revoked;
 pub use crate::signing::SignatureScheme;
 pub use input::{
-    validate, CreateWebhook, DeliveryFilter, NewEvent, RecoverWindow, MAX_LABEL_LEN, MAX_PAGE,
+    parse_time, validate, CreateWebhook, DeliveryFilter, NewEvent, RecoverWindow, MAX_LABEL_LEN,
+    MAX_PAGE,
 };
 pub use view::{AttemptView, DeliveryView, WebhookHealthView, WebhookView};
 
@@ -76,11 +77,44 @@ pub async fn redeliver(client: &impl GenericClient, delivery_id: Uuid) -> Result
             "no delivery with id {delivery_id}"
         )));
     };
-    Err(Error::conflict(if webhook_status != "active" {
-        format!("delivery {delivery_id} belongs to a revoked webhook and cannot be redelivered")
-    } else {
-        format!("delivery {delivery_id} is {status}; only failed or delivered deliveries can be redelivered")
+    Err(Error::conflict(match webhook_status.as_str() {
+        "active" => format!(
+            "delivery {delivery_id} is {status}; only failed or delivered deliveries can be redelivered"
+        ),
+        "disabled" => format!(
+            "delivery {delivery_id} belongs to a disabled webhook: enable it first \
+             (webhookd webhooks enable)"
+        ),
+        _ => format!("delivery {delivery_id} belongs to a revoked webhook and cannot be redelivered"),
     }))
+}
+
+/// What enabling did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enabled {
+    /// It was disabled and is active now.
+    Enabled,
+    /// It was active already; nothing changed.
+    AlreadyActive,
+}
+
+/// Makes a disabled webhook active again (an active one stays so). A
+/// revoked webhook cannot be: that is for good (docs/CONTRACT.md §4).
+/// Its failed deliveries stay failed: `recover` replays them.
+pub async fn enable(client: &impl GenericClient, webhook_id: Uuid) -> Result<Enabled> {
+    if db::outage::enable(client, webhook_id).await? {
+        return Ok(Enabled::Enabled);
+    }
+    match webhook_status(client, webhook_id).await?.as_str() {
+        "active" => Ok(Enabled::AlreadyActive),
+        "disabled" => Err(Error::conflict(format!(
+            "webhook {webhook_id} was disabled again meanwhile; enable it again"
+        ))),
+        _ => Err(Error::conflict(format!(
+            "webhook {webhook_id} is revoked; a revoked webhook cannot be enabled \
+             (create a new one)"
+        ))),
+    }
 }
 
 /// Puts every failed delivery of an active webhook created within `window`
@@ -90,10 +124,19 @@ pub async fn recover(
     webhook_id: Uuid,
     window: RecoverWindow,
 ) -> Result<u64> {
-    if webhook_status(client, webhook_id).await? != "active" {
-        return Err(Error::conflict(format!(
-            "webhook {webhook_id} is revoked; its deliveries cannot be recovered"
-        )));
+    match webhook_status(client, webhook_id).await?.as_str() {
+        "active" => {}
+        "disabled" => {
+            return Err(Error::conflict(format!(
+                "webhook {webhook_id} is disabled; enable it first (webhookd webhooks enable), \
+                 then recover its deliveries"
+            )))
+        }
+        _ => {
+            return Err(Error::conflict(format!(
+                "webhook {webhook_id} is revoked; its deliveries cannot be recovered"
+            )))
+        }
     }
     let requeued = queries::recover(client, webhook_id, window.since, window.until).await?;
     db::notify_wakeup(client).await?;

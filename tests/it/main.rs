@@ -19,6 +19,7 @@ mod lifecycle;
 mod logs;
 mod maintenance;
 mod management;
+mod outages;
 mod pooler;
 mod producers;
 mod receivers;

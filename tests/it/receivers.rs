@@ -249,7 +249,7 @@ async fn error_and_redirect_statuses_fail_with_the_status_named_and_are_retried(
     .await;
     let cases = [
         (404, "http_status", "HTTP 404 Not Found"),
-        (410, "http_status", "HTTP 410 Gone"),
+        // 410 is not retried: it disables the webhook (outages.rs).
         (429, "http_status", "HTTP 429 Too Many Requests"),
         (499, "http_status", "HTTP 499"),
         (500, "http_status", "HTTP 500 Internal Server Error"),

@@ -8,7 +8,8 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::api::{call, TOKEN};
+use crate::api::TOKEN;
+use crate::harness::api_call as call;
 use crate::harness::process::{create_args, Webhookd};
 use crate::harness::{test_args, TestApp};
 

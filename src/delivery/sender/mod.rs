@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
 use hyper::{Method, Request, Response};
 use tokio::time::timeout_at;
 use uuid::Uuid;
@@ -199,6 +199,7 @@ impl Sender {
                 }
             };
         let status = response.status();
+        let retry_after = response.headers().get(RETRY_AFTER).cloned();
         match timeout_at(deadline, read_capped(response)).await {
             Err(_) => Exchange::Done(Outcome {
                 status_code: Some(status.as_u16()),
@@ -227,7 +228,12 @@ impl Sender {
                 if read.complete {
                     self.pool.checkin(request.target, sender);
                 }
-                Exchange::Done(Outcome::from_status(status, read.excerpt))
+                Exchange::Done(Outcome::from_response(
+                    status,
+                    retry_after.as_ref(),
+                    read.excerpt,
+                    std::time::SystemTime::now(),
+                ))
             }
         }
     }

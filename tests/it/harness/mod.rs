@@ -356,6 +356,34 @@ pub async fn http_request(
     response
 }
 
+/// One management API request with `token` as the bearer token; returns
+/// status and JSON body (Null when empty).
+pub async fn api_call(
+    admin: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let headers = match token {
+        Some(token) => {
+            format!("Authorization: Bearer {token}\r\nContent-Type: application/json\r\n")
+        }
+        None => "Content-Type: application/json\r\n".to_string(),
+    };
+    let response = http_request(admin, method, path, &headers, &body).await;
+    let status: u16 = response[9..12].parse().unwrap();
+    let text = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    (
+        status,
+        serde_json::from_str(text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// For a test that needs a tool or runtime that is missing: in CI (`CI`
 /// set; `.ci/run` installs everything) that is a failure; on a developer's
 /// machine a loud skip that says what is missing, so `cargo test` works with
