@@ -178,6 +178,8 @@ impl RunArgs {
     /// Stage two: checks the flags, the database URL and the secrets
     /// together and builds the daemon's configuration. `resolver` turns
     /// webhook hosts into addresses (the system's, or a test's).
+    // Long because it is the one place every flag meets its service's
+    // config: one struct literal, read top to bottom.
     pub fn validate(
         &self,
         database_url: &str,

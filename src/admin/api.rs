@@ -122,6 +122,8 @@ impl ManagementApi {
             == 0
     }
 
+    // One arm per endpoint, so the whole API reads as one table; each arm
+    // only parses its input and calls `manage`.
     async fn route(&self, request: Request<Incoming>) -> ApiResult {
         if !self.authorized(&request) {
             return Err(ApiError(
