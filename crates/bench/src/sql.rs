@@ -1,7 +1,8 @@
 //! Every SQL statement of the benchmark, in one place: filling the outbox,
 //! the producer scenario's business tables and statements, the daemon's
 //! claim under EXPLAIN, and the table statistics the scenarios report.
-//! Fan-out and webhooks go through webhookd's own functions, not SQL here.
+//! Fan-out and webhooks go through webhookd's own functions, not SQL here;
+//! the server's statistics are read in `pgstats.rs`.
 
 use serde_json::{json, Value};
 use tokio_postgres::Client;

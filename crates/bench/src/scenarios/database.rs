@@ -199,8 +199,9 @@ impl Bench {
                 "  {pending:>9} pending: claim {claim_ms:.2} ms (median of 5, EXPLAIN ANALYZE)"
             );
             drained.print(&format!("{pending} pending"));
+            let share = self.share_of_ceiling(drained.rate(), false);
             runs.push(
-                json!({"pending": pending, "claim_ms": round3(claim_ms), "result": drained.json()}),
+                json!({"pending": pending, "claim_ms": round3(claim_ms), "result": drained.json(), "share_of_ceiling": share}),
             );
             db.drop_database().await;
         }

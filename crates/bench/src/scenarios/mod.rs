@@ -1,9 +1,8 @@
 //! The scenarios. Each creates its own database, measures, and returns one
 //! JSON object; the human-readable lines are printed as it goes.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use devkit::scratch::ScratchDb;
@@ -12,13 +11,18 @@ use uuid::Uuid;
 use webhookd::manage::{self, CreateWebhook};
 use webhookd::signing::SecretBox;
 
+use crate::pgstats;
 use crate::process::{self, Daemon, Usage};
 use crate::sink::{Sink, Tally};
 use crate::sql::{self, Events};
 
+mod ceiling;
 mod database;
+mod latency;
 mod sizes;
 mod xmin;
+
+use ceiling::CeilingRates;
 
 pub use sizes::Sizes;
 
@@ -31,6 +35,8 @@ pub struct Bench {
     pub sink: Sink,
     key: String,
     secrets: SecretBox,
+    /// The ceiling's rates, once it ran (the first scenario when asked for).
+    ceiling: OnceLock<CeilingRates>,
 }
 
 /// A database of one scenario's own, migrated; dropped afterwards.
@@ -126,6 +132,7 @@ impl Bench {
             sink: Sink::start().await?,
             secrets: SecretBox::from_base64(&key)?,
             key,
+            ceiling: OnceLock::new(),
         })
     }
 
@@ -222,7 +229,8 @@ impl Bench {
         })
     }
 
-    /// 1. Throughput: committed events, one webhook, one replica.
+    /// Throughput (scenario 1): committed events, one webhook, one replica;
+    /// and what each delivery writes.
     pub async fn throughput(&self, sizes: &Sizes) -> BenchResult<serde_json::Value> {
         println!(
             "throughput: {} committed events, 1 webhook, 1 replica",
@@ -232,14 +240,23 @@ impl Bench {
         let org = Uuid::new_v4();
         self.webhook(&db, org, "/ok").await?;
         self.fill(&db, org, sizes.throughput_events).await?;
-        let drained = self
-            .drain(&db, 1, sizes.throughput_events as u64, &[])
-            .await?;
+        let me = pgstats::backend_pid(&db.client).await?;
+        pgstats::settle(&db.client, db.scratch.name(), me).await?;
+        let before = pgstats::writes(&db.client).await?;
+        let expected = sizes.throughput_events as u64;
+        let drained = self.drain(&db, 1, expected, &[]).await?;
+        // The daemon has exited: its counters are published.
+        pgstats::settle(&db.client, db.scratch.name(), me).await?;
+        let after = pgstats::writes(&db.client).await?;
+        let writes = pgstats::per_delivery(&before, &after, expected);
         drained.print("1 webhook");
+        let share = self.share_of_ceiling(drained.rate(), false);
+        pgstats::print_per_delivery(&writes);
         db.drop_database().await;
-        Ok(
-            json!({"scenario": "throughput", "events": sizes.throughput_events, "webhooks": 1, "replicas": 1, "result": drained.json()}),
-        )
+        Ok(json!({
+            "scenario": "throughput", "events": sizes.throughput_events, "webhooks": 1, "replicas": 1,
+            "result": drained.json(), "share_of_ceiling": share, "writes_per_delivery": writes,
+        }))
     }
 
     /// 2. Fan-out: committed events to an organization with many webhooks.
@@ -257,10 +274,29 @@ impl Bench {
         let expected = sizes.fanout_events as u64 * sizes.fanout_webhooks as u64;
         let drained = self.drain(&db, 1, expected, &[]).await?;
         drained.print(&format!("{} webhooks", sizes.fanout_webhooks));
+        let share = self.share_of_ceiling(drained.rate(), true);
         db.drop_database().await;
         Ok(
-            json!({"scenario": "fanout", "events": sizes.fanout_events, "webhooks": sizes.fanout_webhooks, "replicas": 1, "result": drained.json()}),
+            json!({"scenario": "fanout", "events": sizes.fanout_events, "webhooks": sizes.fanout_webhooks, "replicas": 1, "result": drained.json(), "share_of_ceiling": share}),
         )
+    }
+
+    /// `rate` as a share of the ceiling measured in this run (with many
+    /// webhooks when `fanout`), printed; `None` when the ceiling did not run.
+    fn share_of_ceiling(&self, rate: f64, fanout: bool) -> Option<f64> {
+        let ceiling = self.ceiling.get()?;
+        let best = if fanout {
+            ceiling.fanout
+        } else {
+            ceiling.single
+        };
+        let share = round3(rate / best);
+        println!(
+            "  {:<28} {:.0}% of the ceiling ({best:.0}/s: the daemon's statements without HTTP)",
+            "",
+            share * 100.0
+        );
+        Some(share)
     }
 
     /// 7. Replicas: the throughput scenario with 1, 2 and 4 replicas.
@@ -283,99 +319,6 @@ impl Bench {
             db.drop_database().await;
         }
         Ok(json!({"scenario": "replicas", "events": sizes.replica_events, "runs": runs}))
-    }
-
-    /// 3. Latency: a steady rate from 4 producer connections; commit-to-arrival.
-    pub async fn latency(&self, sizes: &Sizes) -> BenchResult<serde_json::Value> {
-        const PRODUCERS: u64 = 4;
-        println!(
-            "latency: {} events/s for {}s from {PRODUCERS} producer connections, 1 webhook, 1 replica",
-            sizes.latency_rate, sizes.latency_seconds
-        );
-        let db = self.fresh_db().await?;
-        let org = Uuid::new_v4();
-        self.webhook(&db, org, "/ok").await?;
-        let tally = &self.sink.tally;
-        tally.reset();
-        let postgres_before = process::postgres_cpu_seconds();
-        let daemon = Daemon::spawn(&db.url, &self.key, &[])?;
-        // A first event proves the daemon listens before the clock starts.
-        sql::emit_warm_up(&db.client, org).await?;
-        wait_for_ok(tally, 1, Duration::from_secs(30)).await?;
-        tally.reset();
-        tally.record_arrivals();
-
-        let commits: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-        let per_producer = sizes.latency_rate / PRODUCERS;
-        let total = per_producer * PRODUCERS * sizes.latency_seconds;
-        let mut producers = Vec::new();
-        let started = Instant::now();
-        for producer in 0..PRODUCERS {
-            let client = webhookd::db::connect_single(&db.url).await?;
-            let commits = commits.clone();
-            let count = per_producer * sizes.latency_seconds;
-            producers.push(tokio::spawn(async move {
-                let mut tick =
-                    tokio::time::interval(Duration::from_secs_f64(1.0 / per_producer as f64));
-                for i in 0..count {
-                    tick.tick().await;
-                    let id = format!("L{producer}-{i}");
-                    let data = json!({"id": id, "post_id": "p1"});
-                    if webhookd::db::webhooks::emit(&client, org, "vote.created", &data)
-                        .await
-                        .is_ok()
-                    {
-                        commits.lock().unwrap().insert(id, Instant::now());
-                    }
-                }
-            }));
-        }
-        for producer in producers {
-            producer.await?;
-        }
-        wait_for_ok(tally, total, Duration::from_secs(60)).await?;
-        let seconds = started.elapsed().as_secs_f64();
-        let postgres_cpu = process::postgres_cpu_seconds() - postgres_before;
-        let usage = daemon.stop().await;
-        let commits = commits.lock().unwrap().clone();
-        let mut latencies: Vec<f64> = tally
-            .take_arrivals()
-            .into_iter()
-            .filter_map(|(id, arrived)| {
-                let committed = commits.get(&id)?;
-                // The receiver can see a delivery before the producer's COMMIT
-                // acknowledgement reaches it; that counts as zero.
-                Some(arrived.saturating_duration_since(*committed).as_secs_f64() * 1000.0)
-            })
-            .collect();
-        latencies.sort_by(|a, b| a.total_cmp(b));
-        let at = |q: f64| {
-            latencies
-                .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
-                .copied()
-                .unwrap_or(f64::NAN)
-        };
-        let (p50, p95, p99, max) = (at(0.50), at(0.95), at(0.99), at(1.0));
-        println!(
-            "  {} events: commit-to-arrival p50 {p50:.2} ms  p95 {p95:.2} ms  p99 {p99:.2} ms  max {max:.2} ms   daemon CPU {:.2}s  peak RSS {:.1} MiB   PostgreSQL CPU {:.2}s ({:.0}% of machine)",
-            latencies.len(),
-            usage.cpu_seconds,
-            usage.peak_rss_mib,
-            postgres_cpu,
-            postgres_cpu / (seconds * process::cores() as f64) * 100.0
-        );
-        db.drop_database().await;
-        Ok(json!({
-            "scenario": "latency",
-            "rate_per_second": sizes.latency_rate,
-            "seconds": sizes.latency_seconds,
-            "producers": PRODUCERS,
-            "events": latencies.len(),
-            "latency_ms": {"p50": round3(p50), "p95": round3(p95), "p99": round3(p99), "max": round3(max)},
-            "daemon_cpu_seconds": round3(usage.cpu_seconds),
-            "daemon_peak_rss_mib": round3(usage.peak_rss_mib),
-            "postgres_cpu_seconds": round3(postgres_cpu),
-        }))
     }
 
     /// Per-webhook isolation: healthy webhooks' rate with and without a

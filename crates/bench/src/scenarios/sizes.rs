@@ -18,6 +18,10 @@ pub struct Sizes {
     pub(super) soak_rate: u64,
     pub(super) xmin_seconds: u64,
     pub(super) xmin_rate: u64,
+    /// Deliveries per ceiling run, to one webhook and to `fanout_webhooks`.
+    pub(super) ceiling_deliveries: i64,
+    /// The ceiling's connection counts; the best counts.
+    pub(super) ceiling_workers: &'static [usize],
 }
 
 impl Sizes {
@@ -39,6 +43,8 @@ impl Sizes {
             soak_rate: 3_500,
             xmin_seconds: 300,
             xmin_rate: 50,
+            ceiling_deliveries: 200_000,
+            ceiling_workers: &[1, 2, 4],
         }
     }
 
@@ -72,6 +78,8 @@ impl Sizes {
             soak_rate: 1_000,
             xmin_seconds: 20,
             xmin_rate: 50,
+            ceiling_deliveries: 40_000,
+            ceiling_workers: &[2, 4],
         }
     }
 }
