@@ -5,6 +5,7 @@
 pub mod connect;
 pub mod keys;
 pub mod maintenance;
+pub mod overview;
 pub mod queue;
 pub mod retention;
 mod schema;

@@ -90,7 +90,9 @@ pub async fn list(client: &impl GenericClient, organization_id: Uuid) -> Result<
         .await
 }
 
-fn listed_webhook(row: &Row) -> WebhookRow {
+/// A row of `outbox.webhook_status` joined with its webhook (the columns of
+/// `webhook_list.sql`).
+pub(crate) fn listed_webhook(row: &Row) -> WebhookRow {
     WebhookRow {
         id: row.get("webhook_id"),
         organization_id: row.get("organization_id"),
