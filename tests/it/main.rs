@@ -18,6 +18,7 @@ mod lifecycle;
 mod logs;
 mod maintenance;
 mod management;
+mod operator_page;
 mod pooler;
 mod producers;
 mod receivers;

@@ -44,10 +44,13 @@ pub fn page(title: &str, signed_in: bool, body: &str) -> String {
 }
 
 /// A time as the views show it, from the RFC 3339 form of `manage::view::time`:
-/// `2026-05-09 12:34:56`; a dash for none.
+/// `2026-05-09 12:34:56` (UTC, never wrapped); a dash for none.
 pub fn when(at: Option<&str>) -> String {
     match at {
-        Some(at) => esc(at.get(..19).unwrap_or(at).replace('T', " ")),
+        Some(at) => format!(
+            "<span class=\"t\">{}</span>",
+            esc(at.get(..19).unwrap_or(at).replace('T', " "))
+        ),
         None => "<span class=\"muted\">—</span>".to_string(),
     }
 }
@@ -117,18 +120,18 @@ th,td{text-align:left;padding:6px 10px;border-bottom:1px solid #eaeef2;vertical-
 th{font-size:12px;color:#57606a;font-weight:600;background:#f6f8fa}\
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}\
 a{color:#0969da}\
-.muted{color:#8c959f}.reason{color:#cf222e}\
+.muted{color:#8c959f}.t{white-space:nowrap}.id{font-family:ui-monospace,monospace;font-size:11px;color:#8c959f;white-space:nowrap}.reason{color:#cf222e}\
 .url{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all}\
 .badge{display:inline-block;padding:0 8px;border-radius:10px;font-size:12px;font-weight:600}\
 .badge.ok{background:#dafbe1;color:#1a7f37}.badge.bad{background:#ffebe9;color:#cf222e}\
 .badge.warn{background:#fff8c5;color:#9a6700}.badge.muted{background:#eaeef2;color:#57606a}\
 .cards{display:flex;gap:12px;flex-wrap:wrap;margin-bottom:8px}\
 .card{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:10px 14px;min-width:140px}\
-.card b{display:block;font-size:20px}.card span{font-size:12px;color:#57606a}\
+.card b{display:block;font-size:20px}.card>span{font-size:12px;color:#57606a}\
 .chart{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:10px}\
 .legend{font-size:12px;color:#57606a}.legend i{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}\
 pre{margin:0;white-space:pre-wrap;word-break:break-all;font-size:12px;max-height:8em;overflow:auto}\
-table.attempts{margin:4px 0 2px;border:none;background:#f6f8fa}\
+tr.log>td{padding:0 10px 10px 28px}table.attempts{border:none;background:#f6f8fa}table.attempts th{background:#eaeef2}\
 .filters a{margin-right:12px}.filters a.on{font-weight:600;color:#1f2328;text-decoration:none}\
 .login{max-width:360px;margin:60px auto;background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:24px}\
 .login input{width:100%;padding:6px 8px;margin:6px 0 12px;border:1px solid #d0d7de;border-radius:6px}\

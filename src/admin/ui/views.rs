@@ -116,7 +116,7 @@ pub fn failures(failures: &[FailureView]) -> String {
         return page("Failures", true, &body);
     }
     body.push_str(
-        "<table class=\"failures\"><tr><th>Created</th><th>Webhook</th><th>Event</th>\
+        "<table class=\"failures\"><tr><th>Created</th><th>Webhook</th><th>Event, delivery id</th>\
          <th class=\"num\">Attempts</th><th>Last attempt</th><th class=\"num\">HTTP</th>\
          <th>Reason</th></tr>",
     );
@@ -124,7 +124,8 @@ pub fn failures(failures: &[FailureView]) -> String {
         let _ = write!(
             body,
             "<tr data-delivery=\"{}\"><td>{}</td><td><a href=\"/ui/webhooks/{}\">{}</a>\
-             <div class=\"url\">{}</div><div class=\"muted\">org {}</div></td><td>{}</td>\
+             <div class=\"url\">{}</div><div class=\"muted\">org {}</div></td>\
+             <td>{}<div class=\"id\">{}</div></td>\
              <td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td>\
              <td class=\"reason\">{}</td></tr>",
             esc(failure.id),
@@ -134,6 +135,7 @@ pub fn failures(failures: &[FailureView]) -> String {
             esc(&failure.url),
             esc(failure.organization_id),
             esc(&failure.event),
+            esc(failure.id),
             esc(failure.attempts),
             when(failure.last_attempt_at.as_deref()),
             or_dash(failure.last_status_code),

@@ -83,20 +83,20 @@ fn delivery_table(deliveries: &[DeliveryView]) -> String {
         return "<p class=\"muted\">No deliveries.</p>".to_string();
     }
     let mut table = String::from(
-        "<table class=\"deliveries\"><tr><th>Created</th><th>Event</th><th>Status</th>\
-         <th class=\"num\">Attempts</th><th>Next attempt</th><th>Delivered</th>\
-         <th>Attempt log</th></tr>",
+        "<table class=\"deliveries\"><tr><th>Created</th><th>Event, delivery id</th><th>Status</th>\
+         <th class=\"num\">Attempts</th><th>Next attempt</th><th>Delivered</th></tr>",
     );
     for delivery in deliveries {
         let _ = write!(
             table,
-            "<tr data-delivery=\"{}\" data-status=\"{}\"><td>{}<div class=\"muted url\">{}</div></td>\
-             <td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr data-delivery=\"{}\" data-status=\"{}\"><td>{}</td>\
+             <td>{}<div class=\"id\">{}</div></td><td>{}</td><td class=\"num\">{}</td><td>{}</td>\
+             <td>{}</td></tr><tr class=\"log\"><td colspan=\"6\">{}</td></tr>",
             esc(delivery.id),
             esc(&delivery.status),
             when(Some(&delivery.created_at)),
-            esc(delivery.id),
             esc(&delivery.event),
+            esc(delivery.id),
             badge(&delivery.status),
             esc(delivery.attempts),
             when(delivery.next_attempt_at.as_deref()),
