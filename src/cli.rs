@@ -1,5 +1,8 @@
 //! The command line (docs/CONTRACT.md §6): argument definitions and what each command does.
 //! `main` only parses, calls [`execute`] and maps errors to exit codes.
+//! Recover and the deliveries listing are in [`deliveries`].
+
+mod deliveries;
 
 use std::sync::Arc;
 
@@ -10,9 +13,10 @@ use crate::config::{RunArgs, SecretArgs};
 use crate::db;
 use crate::delivery::sender::SystemResolver;
 use crate::error::{Error, Result};
-use crate::manage::{self, CreateWebhook};
+use crate::manage::{self, CreateWebhook, Enabled, SignatureScheme};
 use crate::shutdown;
 use crate::telemetry::LogFormat;
+pub use deliveries::{DeliveriesCommand, RecoverArgs};
 
 /// webhookd delivers ProductBridge webhooks out of a PostgreSQL outbox.
 #[derive(Debug, Parser)]
@@ -90,6 +94,12 @@ pub enum Command {
         /// Delivery UUID.
         delivery_id: Uuid,
     },
+    /// Put a webhook's failed deliveries created in a time range back to
+    /// pending for a new round of attempts; prints {"requeued": N}.
+    Recover(RecoverArgs),
+    /// Look at a webhook's deliveries.
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
     /// Run a self-contained demonstration: database, receiver, webhooks, events, retries.
     Demo,
 }
@@ -111,6 +121,10 @@ pub enum WebhooksCommand {
         /// Allow http:// and loopback/private addresses (tests, local use).
         #[arg(long, env = "WEBHOOKD_ALLOW_PRIVATE_TARGETS", value_parser = clap::builder::BoolishValueParser::new())]
         allow_private_targets: bool,
+        /// How requests are signed: productbridge, or standard for the
+        /// Standard Webhooks headers as well (docs/CONTRACT.md §1).
+        #[arg(long, default_value = "productbridge", value_parser = signature_scheme, value_name = "productbridge|standard")]
+        signature_scheme: SignatureScheme,
     },
     /// List an organization's webhooks with their status, as a JSON array.
     List {
@@ -120,6 +134,12 @@ pub enum WebhooksCommand {
     },
     /// Revoke a webhook and cancel its pending deliveries (idempotent).
     Revoke {
+        /// Webhook UUID.
+        webhook_id: Uuid,
+    },
+    /// Make a disabled webhook active again (then `recover` replays what
+    /// failed meanwhile). A revoked webhook cannot be enabled.
+    Enable {
         /// Webhook UUID.
         webhook_id: Uuid,
     },
@@ -165,6 +185,8 @@ pub async fn execute(cli: Cli) -> Result<()> {
             println!("delivery {delivery_id} is pending again");
             Ok(())
         }
+        Command::Recover(args) => deliveries::recover(url, args).await,
+        Command::Deliveries(command) => deliveries::deliveries(url, command).await,
         Command::Demo => {
             let server = cli.database_url_given.then(|| url.to_string());
             crate::demo::run(server, secrets.current_key()).await
@@ -208,12 +230,14 @@ async fn webhooks_command(url: &str, secrets: &SecretArgs, command: WebhooksComm
             url: target,
             label,
             allow_private_targets,
+            signature_scheme,
         } => {
             let request = CreateWebhook {
                 organization_id: org,
                 url: &target,
                 label: &label,
                 allow_private_targets,
+                signature_scheme,
             };
             manage::validate(&request)?;
             let keyring = secrets.keyring()?;
@@ -241,6 +265,19 @@ async fn webhooks_command(url: &str, secrets: &SecretArgs, command: WebhooksComm
                 );
             } else {
                 println!("webhook {webhook_id} was already revoked");
+            }
+            Ok(())
+        }
+        WebhooksCommand::Enable { webhook_id } => {
+            let client = connected(url).await?;
+            match manage::enable(&client, webhook_id).await? {
+                Enabled::Enabled => println!(
+                    "webhook {webhook_id} enabled; its failed deliveries stay failed until \
+                     `webhookd recover --webhook {webhook_id} --since TIME`"
+                ),
+                Enabled::AlreadyActive => {
+                    println!("webhook {webhook_id} is already active; nothing changed")
+                }
             }
             Ok(())
         }
@@ -287,4 +324,9 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|err| Error::other(err.to_string()))?;
     println!("{text}");
     Ok(())
+}
+
+/// `--signature-scheme`: a bad name is a usage error naming the accepted ones.
+fn signature_scheme(name: &str) -> std::result::Result<SignatureScheme, String> {
+    SignatureScheme::parse(name).map_err(|err| err.one_line())
 }

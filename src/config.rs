@@ -24,6 +24,9 @@ use crate::error::{Error, Result};
 use crate::keys::{Keyring, CURRENT_KEY_VAR, PREVIOUS_KEYS_VAR};
 use crate::signing::SecretBox;
 
+/// `--disable-after` unless given.
+pub const DISABLE_AFTER_DEFAULT: Duration = Duration::from_secs(5 * 86_400);
+
 /// Shortest admin token accepted: it guards webhook creation.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -84,12 +87,34 @@ fn retention(text: &str) -> Result<RetentionPeriod> {
     positive_duration(text).map(|keep| RetentionPeriod(Some(keep)))
 }
 
+/// How long every delivery of a webhook must have failed before it is
+/// disabled; `None` never disables one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisableAfter(pub Option<Duration>);
+
+/// A duration, or `0` (with or without a unit) to never disable.
+fn disable_after(text: &str) -> Result<DisableAfter> {
+    if text.trim() == "0" {
+        return Ok(DisableAfter(None));
+    }
+    let after = parse_duration(text)?;
+    Ok(DisableAfter(Some(after).filter(|after| !after.is_zero())))
+}
+
 /// `webhookd run` flags; each also reads `WEBHOOKD_<NAME>`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Delay before the first retry; doubles for each later one.
     #[arg(long, env = "WEBHOOKD_RETRY_BASE_DELAY", default_value = "60s", value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub retry_base_delay: Duration,
+    /// Longest delay a 429 or 503 answer's Retry-After is honoured for; a
+    /// retry is never due earlier than the schedule says.
+    #[arg(long, env = "WEBHOOKD_MAX_RETRY_AFTER", default_value = "1h", value_parser = positive_duration, value_name = "DURATION", allow_hyphen_values = true)]
+    pub max_retry_after: Duration,
+    /// Disable a webhook whose every delivery has failed for this long
+    /// (no success since); `0` never does.
+    #[arg(long, env = "WEBHOOKD_DISABLE_AFTER", default_value = "5d", value_parser = disable_after, value_name = "DURATION|0", allow_hyphen_values = true)]
+    pub disable_after: DisableAfter,
     /// Retries after the first attempt.
     #[arg(long, env = "WEBHOOKD_MAX_RETRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub max_retries: u32,
@@ -153,6 +178,8 @@ impl RunArgs {
     /// Stage two: checks the flags, the database URL and the secrets
     /// together and builds the daemon's configuration. `resolver` turns
     /// webhook hosts into addresses (the system's, or a test's).
+    // Long because it is the one place every flag meets its service's
+    // config: one struct literal, read top to bottom.
     pub fn validate(
         &self,
         database_url: &str,
@@ -188,6 +215,7 @@ impl RunArgs {
                 base_delay: self.retry_base_delay,
                 max_retries: self.max_retries,
                 jitter: MAX_JITTER,
+                max_retry_after: self.max_retry_after,
             },
             sender: SenderConfig {
                 connect_timeout: self.connect_timeout,
@@ -221,6 +249,7 @@ impl RunArgs {
                 keep: self.retention.0,
                 ..Default::default()
             },
+            disabler: crate::maintenance::disabler::DisablerConfig::after(self.disable_after.0),
         })
     }
 }
@@ -229,6 +258,8 @@ impl Default for RunArgs {
     fn default() -> Self {
         RunArgs {
             retry_base_delay: Duration::from_secs(60),
+            max_retry_after: crate::delivery::retry::MAX_RETRY_AFTER_DEFAULT,
+            disable_after: DisableAfter(Some(DISABLE_AFTER_DEFAULT)),
             max_retries: 3,
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(30),
@@ -412,6 +443,29 @@ mod tests {
             RetentionPeriod(Some(Duration::from_secs(3600)))
         );
         assert!(positive_duration("0s").is_err());
+    }
+
+    #[test]
+    fn disable_after_takes_a_duration_or_zero_for_never() {
+        assert_eq!(disable_after("0").unwrap(), DisableAfter(None));
+        assert_eq!(disable_after("0s").unwrap(), DisableAfter(None));
+        assert_eq!(
+            disable_after("2s").unwrap(),
+            DisableAfter(Some(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            disable_after("500ms").unwrap(),
+            DisableAfter(Some(Duration::from_millis(500)))
+        );
+        assert!(disable_after("-1d")
+            .unwrap_err()
+            .to_string()
+            .contains("negative"));
+        assert!(disable_after("400d")
+            .unwrap_err()
+            .to_string()
+            .contains("too long"));
+        assert!(disable_after("soon").is_err());
     }
 
     #[test]

@@ -58,26 +58,7 @@ impl TargetUrl {
         let uri: Uri = url
             .parse()
             .map_err(|_| UrlRejected(format!("\"{}\" is not an absolute URL", truncate(url))))?;
-        let https =
-            match uri.scheme_str() {
-                Some("https") => true,
-                Some("http") if allow_private => false,
-                Some("http") => return Err(
-                    "URL must use https:// (http:// is allowed only with --allow-private-targets)"
-                        .into(),
-                ),
-                Some(other) => {
-                    return Err(UrlRejected(format!(
-                        "URL scheme \"{other}\" is not supported: use https://"
-                    )))
-                }
-                None => {
-                    return Err(UrlRejected(format!(
-                        "\"{}\" is not an absolute URL",
-                        truncate(url)
-                    )))
-                }
-            };
+        let https = scheme_is_https(&uri, url, allow_private)?;
         let authority = uri
             .authority()
             .ok_or(UrlRejected("URL has no host".into()))?;
@@ -112,7 +93,28 @@ impl TargetUrl {
             port,
         })
     }
+}
 
+/// Whether the URL's scheme is `https` (else `http`, allowed only with
+/// `allow_private`); any other scheme, or none, is rejected.
+fn scheme_is_https(uri: &Uri, url: &str, allow_private: bool) -> Result<bool, UrlRejected> {
+    match uri.scheme_str() {
+        Some("https") => Ok(true),
+        Some("http") if allow_private => Ok(false),
+        Some("http") => Err(
+            "URL must use https:// (http:// is allowed only with --allow-private-targets)".into(),
+        ),
+        Some(other) => Err(UrlRejected(format!(
+            "URL scheme \"{other}\" is not supported: use https://"
+        ))),
+        None => Err(UrlRejected(format!(
+            "\"{}\" is not an absolute URL",
+            truncate(url)
+        ))),
+    }
+}
+
+impl TargetUrl {
     /// The path and query to put on the request line.
     pub fn path_and_query(&self) -> &str {
         self.uri

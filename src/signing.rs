@@ -1,5 +1,10 @@
-//! Signing secrets: generation, the `X-ProductBridge-Signature` header, and
-//! encryption at rest (AES-256-GCM under `WEBHOOKD_SECRET_KEY`). Pure.
+//! Signing secrets: generation, the `X-ProductBridge-Signature` header (and,
+//! for the `standard` scheme, the headers of `standard`), and encryption at
+//! rest (AES-256-GCM under `WEBHOOKD_SECRET_KEY`). Pure.
+
+mod standard;
+
+pub use standard::SignatureScheme;
 
 use std::fmt;
 
@@ -14,6 +19,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
+/// Every secret's prefix, whatever its scheme.
 const SECRET_PREFIX: &str = "whsec_";
 const NONCE_LEN: usize = 12;
 
@@ -28,6 +34,17 @@ impl SigningSecret {
         let mut bytes = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut bytes);
         SigningSecret(format!("{SECRET_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// A fresh secret in the form `scheme`'s verifiers expect (docs/CONTRACT.md
+    /// §4): the form above for `productbridge`; for `standard`, `whsec_` +
+    /// standard base64 of 32 random bytes, since its verifiers base64-decode
+    /// the part after the prefix and would not read base64url.
+    pub fn generate_for(scheme: SignatureScheme) -> Self {
+        match scheme {
+            SignatureScheme::ProductBridge => SigningSecret::generate(),
+            SignatureScheme::Standard => SigningSecret(standard::generate_secret()),
+        }
     }
 
     /// The secret text; shown to the user exactly once, at creation.
@@ -47,6 +64,8 @@ impl fmt::Debug for SigningSecret {
 #[derive(Clone)]
 pub struct Signer {
     mac: Hmac<Sha256>,
+    /// Present for the `standard` scheme.
+    standard: Option<standard::StandardSigner>,
 }
 
 impl Signer {
@@ -54,7 +73,40 @@ impl Signer {
     pub fn new(secret: &SigningSecret) -> Self {
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.0.as_bytes())
             .expect("HMAC accepts keys of any length");
-        Signer { mac }
+        Signer {
+            mac,
+            standard: None,
+        }
+    }
+
+    /// A signer for a webhook of `scheme`. `X-ProductBridge-Signature` is
+    /// keyed as [`Signer::new`] keys it whatever the scheme; the `standard`
+    /// headers with the bytes the secret's base64 part decodes to. Fails when
+    /// a `standard` webhook's secret does not decode (docs/CONTRACT.md §4).
+    pub fn for_scheme(secret: &SigningSecret, scheme: SignatureScheme) -> Result<Self> {
+        let standard = match scheme {
+            SignatureScheme::ProductBridge => None,
+            SignatureScheme::Standard => Some(standard::StandardSigner::new(&secret.0)?),
+        };
+        Ok(Signer {
+            standard,
+            ..Signer::new(secret)
+        })
+    }
+
+    /// The scheme's headers besides `X-ProductBridge-Signature`: for
+    /// `standard`, `webhook-id` (the delivery id), `webhook-timestamp`
+    /// (`timestamp`, Unix seconds) and `webhook-signature`; none otherwise.
+    pub fn scheme_headers(
+        &self,
+        delivery_id: Uuid,
+        timestamp: i64,
+        body: &[u8],
+    ) -> Vec<(&'static str, String)> {
+        match &self.standard {
+            Some(standard) => standard.headers(delivery_id, timestamp, body),
+            None => Vec::new(),
+        }
     }
 
     /// `sha256=` + lowercase hex of HMAC-SHA256 over the raw body.
@@ -194,6 +246,36 @@ mod tests {
             signer.signature_header(b"The quick brown fox jumps over the lazy dog"),
             "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
         );
+    }
+
+    #[test]
+    fn standard_signer_keys_each_header_as_its_scheme_says() {
+        let secret = SigningSecret::generate_for(SignatureScheme::Standard);
+        let signer = Signer::for_scheme(&secret, SignatureScheme::Standard).unwrap();
+        let body = b"{}";
+        // X-ProductBridge-Signature: keyed with the whole secret text.
+        assert_eq!(
+            signer.signature_header(body),
+            Signer::new(&secret).signature_header(body)
+        );
+        // webhook-signature: keyed with the decoded bytes.
+        let key = STANDARD.decode(&secret.expose()[6..]).unwrap();
+        let delivery = Uuid::new_v4();
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+        mac.update(format!("{delivery}.1700000000.{{}}").as_bytes());
+        let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+        let headers = signer.scheme_headers(delivery, 1_700_000_000, body);
+        assert_eq!(headers[2], ("webhook-signature", expected));
+    }
+
+    #[test]
+    fn productbridge_signer_adds_no_headers_and_standard_needs_a_decodable_secret() {
+        let secret = SigningSecret::generate();
+        let signer = Signer::for_scheme(&secret, SignatureScheme::ProductBridge).unwrap();
+        assert!(signer.scheme_headers(Uuid::new_v4(), 1, b"{}").is_empty());
+        // Today's productbridge form is base64url: not the standard form.
+        let base64url = SigningSecret("whsec_ab-_cd".to_string());
+        assert!(Signer::for_scheme(&base64url, SignatureScheme::Standard).is_err());
     }
 
     #[test]

@@ -1,1 +1,1 @@
-SELECT id, secret_ciphertext, secret_key_id FROM outbox.webhooks WHERE id = ANY ($1::uuid[])
+SELECT id, secret_ciphertext, secret_key_id, signature_scheme FROM outbox.webhooks WHERE id = ANY ($1::uuid[])

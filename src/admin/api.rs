@@ -20,7 +20,9 @@ use crate::admin::token::AdminToken;
 use crate::delivery::sender::Resolve;
 use crate::error::{Error, ErrorKind};
 use crate::keys::Keyring;
-use crate::manage::{self, view::echo, CreateWebhook, DeliveryFilter, RecoverWindow};
+use crate::manage::{
+    self, view::echo, CreateWebhook, DeliveryFilter, RecoverWindow, SignatureScheme,
+};
 
 /// Largest request body read.
 const MAX_BODY: usize = 64 * 1024;
@@ -113,6 +115,8 @@ impl ManagementApi {
         self.token.matches(presented)
     }
 
+    // One arm per endpoint, so the whole API reads as one table; each arm
+    // only parses its input and calls `manage`.
     async fn route(&self, request: Request<Incoming>) -> ApiResult {
         if !self.authorized(&request) {
             return Err(ApiError(
@@ -159,6 +163,12 @@ impl ManagementApi {
                     serde_json::json!({ "id": id, "status": "pending" }),
                 )
             }
+            (Method::POST, ["v1", "webhooks", id, "enable"]) => {
+                let id = parse_id(id, "webhook id")?;
+                let client = self.pool.get().await.map_err(Error::from)?;
+                manage::enable(&**client, id).await?;
+                Ok((StatusCode::NO_CONTENT, serde_json::Value::Null))
+            }
             (Method::POST, ["v1", "webhooks", id, "recover"]) => {
                 let id = parse_id(id, "webhook id")?;
                 let body: RecoverBody = read_json(request).await?;
@@ -174,7 +184,7 @@ impl ManagementApi {
             }
             (_, ["v1", "organizations", _, "webhooks"])
             | (_, ["v1", "webhooks", _])
-            | (_, ["v1", "webhooks", _, "deliveries" | "recover"])
+            | (_, ["v1", "webhooks", _, "deliveries" | "recover" | "enable"])
             | (_, ["v1", "deliveries", _, "redeliver"]) => Err(ApiError(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("method not allowed on {path}"),
@@ -192,6 +202,10 @@ impl ManagementApi {
             url: &body.url,
             label: body.label.as_deref().unwrap_or(""),
             allow_private_targets: self.allow_private_targets,
+            signature_scheme: match body.signature_scheme.as_deref() {
+                Some(name) => SignatureScheme::parse(name)?,
+                None => SignatureScheme::default(),
+            },
         };
         let client = self.pool.get().await.map_err(Error::from)?;
         let created = manage::create(
@@ -215,6 +229,7 @@ fn ok_json(status: StatusCode, body: impl serde::Serialize) -> ApiResult {
 struct CreateBody {
     url: String,
     label: Option<String>,
+    signature_scheme: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,14 +261,7 @@ fn parse_id(text: &str, what: &str) -> Result<Uuid, ApiError> {
 }
 
 fn parse_time(text: &str, field: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|_| {
-            bad_request(format!(
-                "\"{field}\" must be an RFC 3339 time such as 2026-05-09T12:34:56Z, got \"{}\"",
-                echo(text)
-            ))
-        })
+    Ok(manage::parse_time(text, field)?)
 }
 
 /// `status`, `limit` and `before` of the deliveries listing.

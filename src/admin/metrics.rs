@@ -26,6 +26,33 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// Why a webhook was disabled: the `cause` label of
+/// `webhookd_webhooks_disabled_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisableCause {
+    /// Its receiver answered 410 Gone.
+    Gone,
+    /// Every delivery failed for `--disable-after`.
+    Failing,
+}
+
+impl DisableCause {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisableCause::Gone => "gone",
+            DisableCause::Failing => "failing",
+        }
+    }
+}
+
+/// The `cause` label of disabled webhooks.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabel {
+    /// `gone` or `failing`.
+    pub cause: &'static str,
+}
+
 /// The `table` label of per-table gauges: one of the queue's four tables.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TableLabel {
@@ -142,6 +169,7 @@ pub struct Metrics {
     fanned_out_deliveries: Counter,
     results_fenced: Counter,
     listen_reconnects: Counter,
+    webhooks_disabled: Family<CauseLabel, Counter>,
     in_flight: Gauge,
     scraped: ScrapedGauges,
     horizon: HorizonGauges,
@@ -197,6 +225,12 @@ impl Metrics {
                 r,
                 "listen_reconnects",
                 "Times the LISTEN connection was lost",
+            ),
+            webhooks_disabled: registered(
+                r,
+                "webhooks_disabled",
+                "Webhooks this replica disabled, by cause: gone (HTTP 410) or failing \
+                 (--disable-after)",
             ),
             // Counted from claim to write-back, not only while the request is
             // out: a result waiting for the completer still holds its slot.
@@ -255,6 +289,15 @@ impl Metrics {
     /// Results the fence dropped.
     pub fn fenced(&self, count: u64) {
         self.results_fenced.inc_by(count);
+    }
+
+    /// A webhook was disabled.
+    pub fn webhook_disabled(&self, cause: DisableCause) {
+        self.webhooks_disabled
+            .get_or_create(&CauseLabel {
+                cause: cause.as_str(),
+            })
+            .inc();
     }
 
     /// The LISTEN connection was lost.

@@ -1,10 +1,10 @@
 //! The daemon (`webhookd run`): [`Daemon::start`] connects, checks the
-//! schema and starts every service in order ([`start`]); the [`Running`]
+//! schema and starts every service in order (`start.rs`); the [`Running`]
 //! daemon it returns tells its admin address and, on
 //! [`Running::shutdown`], stops claiming, gives in-flight sends the grace
 //! period, releases the leases left and stops the services in reverse
 //! order, so no task it started outlives it. The claim loop itself is in
-//! [`main_loop`].
+//! `main_loop.rs`.
 
 mod main_loop;
 mod sleep;
@@ -25,6 +25,7 @@ use crate::delivery::retry::RetryPolicy;
 use crate::delivery::sender::SenderConfig;
 use crate::error::{Error, Result};
 use crate::keys::Keyring;
+use crate::maintenance::disabler::DisablerConfig;
 use crate::maintenance::retention::RetentionConfig;
 use crate::service::Services;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
@@ -67,6 +68,8 @@ pub struct DaemonConfig {
     pub admin_token: Option<String>,
     /// How long finished events are kept.
     pub retention: RetentionConfig,
+    /// When a failing webhook is disabled.
+    pub disabler: DisablerConfig,
 }
 
 /// The LISTEN connection's target.

@@ -27,6 +27,7 @@ use crate::delivery::fanout::{FanOut, FanOutPump};
 use crate::delivery::notifier::{Notifier, NotifierConfig};
 use crate::delivery::sender::Sender;
 use crate::error::Result;
+use crate::maintenance::disabler::Disabler;
 use crate::maintenance::horizon::Horizon;
 use crate::maintenance::retention::Retention;
 use crate::maintenance::vacuum::Vacuum;
@@ -65,6 +66,11 @@ pub(super) async fn start_services(
         shared.metrics.clone(),
     ));
     services.start(Retention::new(config.retention, shared.pool.clone()));
+    services.start(Disabler::new(
+        config.disabler,
+        shared.pool.clone(),
+        shared.metrics.clone(),
+    ));
     start_delivery(config, shared, &mut services);
     Ok((services, admin_addr))
 }

@@ -110,15 +110,29 @@ pub async fn hold_back(
     HOLD_BACK.execute(client, &params).await
 }
 
-/// Sealed secrets of the given webhooks: (id, ciphertext, key id).
+/// A sealed secret as the dispatcher reads it, with what it signs for.
+#[derive(Debug, Clone)]
+pub struct SigningKeyRow {
+    /// The stored secret.
+    pub secret: StoredSecret,
+    /// `productbridge` or `standard`: which headers the secret signs.
+    pub signature_scheme: String,
+}
+
+/// Sealed secrets of the given webhooks, with their signature schemes.
 pub async fn webhook_secrets(
     client: &impl GenericClient,
     ids: &[Uuid],
-) -> Result<Vec<(Uuid, Vec<u8>, String)>> {
+) -> Result<Vec<SigningKeyRow>> {
     const WEBHOOK_SECRETS: Query = db::named!("loading webhook secrets", "webhook_secrets");
     WEBHOOK_SECRETS
-        .map(client, &[(&ids, Type::UUID_ARRAY)], |row| {
-            (row.get(0), row.get(1), row.get(2))
+        .map(client, &[(&ids, Type::UUID_ARRAY)], |row| SigningKeyRow {
+            secret: StoredSecret {
+                webhook_id: row.get("id"),
+                ciphertext: row.get("secret_ciphertext"),
+                key_id: row.get("secret_key_id"),
+            },
+            signature_scheme: row.get("signature_scheme"),
         })
         .await
 }

@@ -3,20 +3,22 @@
 //! so they run inside a caller's transaction or on their own.
 
 pub mod connect;
+pub mod emit_many;
 pub mod keys;
 pub mod maintenance;
+pub mod outage;
 pub mod overview;
 pub mod queue;
 pub mod retention;
 mod schema;
-mod statement;
+pub(crate) mod statement;
 pub mod stats;
 mod wakeup;
 pub mod webhooks;
 
 pub use connect::DatabaseTarget;
 pub use schema::{check_schema, migrate, migrate_to, migrations, schema_state, SchemaState};
-pub(crate) use statement::{batch, begin, commit, named};
+pub(crate) use statement::{again_on_deadlock, batch, begin, commit, named};
 pub use statement::{Param, Query};
 pub use wakeup::{listen, notify, notify_wakeup, ping};
 
@@ -53,6 +55,21 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         5,
         "pooler-safe statements",
         include_str!("../../sql/migrations/0005_pooler_safe_statements.sql"),
+    ),
+    (
+        6,
+        "batch emit",
+        include_str!("../../sql/migrations/0006_emit_many.sql"),
+    ),
+    (
+        7,
+        "disabled webhooks",
+        include_str!("../../sql/migrations/0007_disabled_webhooks.sql"),
+    ),
+    (
+        8,
+        "signature scheme per webhook",
+        include_str!("../../sql/migrations/0008_signature_scheme.sql"),
     ),
 ];
 

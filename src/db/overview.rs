@@ -8,24 +8,20 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
-use crate::db::webhooks::{listed_webhook, WebhookRow};
+use crate::db::webhooks::{self, WebhookRow};
 use crate::db::{self, Query};
 use crate::error::Result;
 
 /// Every organization's webhooks with their status fields, by organization
 /// and oldest first, at most `limit`.
 pub async fn webhooks(client: &impl GenericClient, limit: i64) -> Result<Vec<WebhookRow>> {
-    const WEBHOOKS: Query = db::named!("listing every webhook", "ui_webhooks");
-    WEBHOOKS
-        .map(client, &[(&limit, Type::INT8)], listed_webhook)
-        .await
+    webhooks::listed(client, None, None, Some(limit)).await
 }
 
 /// One webhook with its status fields, or `None` when there is no such webhook.
 pub async fn webhook(client: &impl GenericClient, webhook_id: Uuid) -> Result<Option<WebhookRow>> {
-    const WEBHOOK: Query = db::named!("reading the webhook", "ui_webhook");
-    let row = WEBHOOK.opt(client, &[(&webhook_id, Type::UUID)]).await?;
-    Ok(row.as_ref().map(listed_webhook))
+    let mut rows = webhooks::listed(client, None, Some(webhook_id), Some(1)).await?;
+    Ok(rows.pop())
 }
 
 /// A failed delivery with its webhook.

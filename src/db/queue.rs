@@ -161,6 +161,10 @@ pub struct AttemptRecord {
     pub started_at: DateTime<Utc>,
     /// How long the attempt took.
     pub duration: Duration,
+    /// The delay a 429 or 503 answer asked for (`Retry-After`), before any cap.
+    pub retry_after: Option<Duration>,
+    /// The receiver said the webhook is gone (410): disable it.
+    pub disables_webhook: bool,
 }
 
 /// Writes a batch of attempts back; returns how many landed (the others had
@@ -199,6 +203,10 @@ pub async fn complete(client: &impl GenericClient, records: &[AttemptRecord]) ->
         .iter()
         .map(|r| r.response_excerpt.as_deref())
         .collect();
+    let retry_after: Vec<Option<i32>> = records
+        .iter()
+        .map(|r| r.retry_after.map(whole_seconds))
+        .collect();
     let row = COMPLETE
         .one(
             client,
@@ -214,10 +222,18 @@ pub async fn complete(client: &impl GenericClient, records: &[AttemptRecord]) ->
                 (&durations, Type::INT4_ARRAY),
                 (&outcomes, Type::TEXT_ARRAY),
                 (&excerpts, Type::TEXT_ARRAY),
+                (&retry_after, Type::INT4_ARRAY),
             ],
         )
         .await?;
     Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+}
+
+/// Seconds, rounded up (a delay asked for is never shown shorter than it
+/// was), as the attempt log's `retry_after_seconds` holds them.
+fn whole_seconds(delay: Duration) -> i32 {
+    let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    i32::try_from(seconds).unwrap_or(i32::MAX)
 }
 
 /// The latest success and failure of one webhook within a batch.

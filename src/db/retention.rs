@@ -4,12 +4,20 @@
 use std::time::Duration;
 
 use tokio_postgres::types::Type;
+use tokio_postgres::Transaction;
 
 use crate::db::{self, Query};
 use crate::error::Result;
 
 /// The advisory lock that lets only one replica sweep at a time.
 pub const RETENTION_LOCK: i64 = 0x7265_7465_6e74_696f; // "retentio"
+
+/// Takes the transaction-level advisory lock `key` of a sweep that one
+/// replica at a time runs; false when another holds it.
+pub(crate) async fn try_sweep_lock(tx: &Transaction<'_>, key: i64) -> Result<bool> {
+    const LOCK: Query = db::named!("taking a sweep's lock", "retention_lock");
+    Ok(LOCK.one(tx, &[(&key, Type::INT8)]).await?.get(0))
+}
 
 /// Deletes one batch of expired, finished events (and, by cascade, their
 /// deliveries and attempts). `None` when another replica holds the sweep.
@@ -19,13 +27,8 @@ pub async fn delete_expired_events(
     batch: i64,
 ) -> Result<Option<u64>> {
     const DELETE: Query = db::named!("deleting expired events", "retention_delete");
-    const LOCK: Query = db::named!("taking the retention lock", "retention_lock");
     let tx = db::begin(client, "starting retention").await?;
-    let locked: bool = LOCK
-        .one(&tx, &[(&RETENTION_LOCK, Type::INT8)])
-        .await?
-        .get(0);
-    if !locked {
+    if !try_sweep_lock(&tx, RETENTION_LOCK).await? {
         return Ok(None);
     }
     let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);

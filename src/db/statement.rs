@@ -17,7 +17,7 @@ pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 /// A statement of `sql/queries/` and what it does (named in errors).
 #[derive(Debug, Clone, Copy)]
 pub struct Query {
-    /// "listing webhooks": completes "error … while <doing>".
+    /// "listing webhooks": completes "error … while `<doing>`".
     pub doing: &'static str,
     /// The statement's text.
     pub sql: &'static str,
@@ -39,6 +39,38 @@ macro_rules! named {
     };
 }
 pub(crate) use named;
+
+/// How often a transaction that PostgreSQL aborted as a deadlock victim is
+/// run again by [`again_on_deadlock!`].
+pub(crate) const DEADLOCK_ATTEMPTS: usize = 3;
+
+/// `again_on_deadlock!("revoke", revoke_once(client, id))`: awaits the
+/// expression, and again (up to [`DEADLOCK_ATTEMPTS`] times in all) while it
+/// fails as a deadlock victim. For transactions that lock a webhook and then
+/// many of its deliveries, which can deadlock with a daemon's write-back of
+/// the same rows; each must be safe to run again.
+macro_rules! again_on_deadlock {
+    ($what:literal, $call:expr) => {{
+        let mut attempt = 1;
+        loop {
+            match $call.await {
+                Err(err)
+                    if attempt < $crate::db::statement::DEADLOCK_ATTEMPTS
+                        && err.sql_state()
+                            == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+                {
+                    tracing::debug!(
+                        attempt,
+                        concat!($what, " deadlocked with a write-back; again")
+                    );
+                    attempt += 1;
+                }
+                outcome => break outcome,
+            }
+        }
+    }};
+}
+pub(crate) use again_on_deadlock;
 
 /// Awaits one driver call, naming what it was doing if it fails.
 pub(crate) async fn run<T>(

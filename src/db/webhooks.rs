@@ -20,7 +20,7 @@ pub struct WebhookRow {
     pub url: String,
     /// Label.
     pub label: String,
-    /// `active` or `revoked`.
+    /// `active`, `disabled` or `revoked`.
     pub status: String,
     /// Creation time.
     pub created_at: DateTime<Utc>,
@@ -36,6 +36,12 @@ pub struct WebhookRow {
     pub pending_deliveries: i64,
     /// Failed deliveries.
     pub failed_deliveries: i64,
+    /// When it was disabled (while it is).
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// Why (while it is).
+    pub disabled_reason: Option<String>,
+    /// `productbridge` or `standard`.
+    pub signature_scheme: String,
 }
 
 /// What a new webhook row holds.
@@ -53,18 +59,21 @@ pub struct NewWebhook<'a> {
     pub secret_ciphertext: &'a [u8],
     /// Key id of the sealing key.
     pub secret_key_id: &'a str,
+    /// `productbridge` or `standard`.
+    pub signature_scheme: &'a str,
 }
 
 /// Inserts a webhook; the row has no status fields yet (all zero).
 pub async fn insert(client: &impl GenericClient, webhook: &NewWebhook<'_>) -> Result<WebhookRow> {
     const INSERT: Query = db::named!("creating the webhook", "webhook_insert");
-    let params: [db::Param; 6] = [
+    let params: [db::Param; 7] = [
         (&webhook.id, Type::UUID),
         (&webhook.organization_id, Type::UUID),
         (&webhook.url, Type::TEXT),
         (&webhook.label, Type::TEXT),
         (&webhook.secret_ciphertext, Type::BYTEA),
         (&webhook.secret_key_id, Type::TEXT),
+        (&webhook.signature_scheme, Type::TEXT),
     ];
     let row = INSERT.one(client, &params).await?;
     Ok(WebhookRow {
@@ -80,19 +89,36 @@ pub async fn insert(client: &impl GenericClient, webhook: &NewWebhook<'_>) -> Re
         last_failure_reason: None,
         pending_deliveries: 0,
         failed_deliveries: 0,
+        disabled_at: None,
+        disabled_reason: None,
+        signature_scheme: row.get("signature_scheme"),
     })
 }
 
 /// An organization's webhooks with their status fields, oldest first.
 pub async fn list(client: &impl GenericClient, organization_id: Uuid) -> Result<Vec<WebhookRow>> {
-    const LIST: Query = db::named!("listing webhooks", "webhook_list");
-    LIST.map(client, &[(&organization_id, Type::UUID)], listed_webhook)
-        .await
+    listed(client, Some(organization_id), None, None).await
 }
 
-/// A row of `outbox.webhook_status` joined with its webhook (the columns of
-/// `webhook_list.sql`).
-pub(crate) fn listed_webhook(row: &Row) -> WebhookRow {
+/// Webhooks with their status fields: of one organization, one webhook, or
+/// (both `None`) every webhook, by organization and oldest first, at most
+/// `limit`.
+pub(crate) async fn listed(
+    client: &impl GenericClient,
+    organization_id: Option<Uuid>,
+    webhook_id: Option<Uuid>,
+    limit: Option<i64>,
+) -> Result<Vec<WebhookRow>> {
+    const LIST: Query = db::named!("listing webhooks", "webhook_list");
+    let params: [db::Param; 3] = [
+        (&organization_id, Type::UUID),
+        (&webhook_id, Type::UUID),
+        (&limit, Type::INT8),
+    ];
+    LIST.map(client, &params, listed_webhook).await
+}
+
+fn listed_webhook(row: &Row) -> WebhookRow {
     WebhookRow {
         id: row.get("webhook_id"),
         organization_id: row.get("organization_id"),
@@ -106,6 +132,9 @@ pub(crate) fn listed_webhook(row: &Row) -> WebhookRow {
         last_failure_reason: row.get("last_failure_reason"),
         pending_deliveries: row.get("pending_deliveries"),
         failed_deliveries: row.get("failed_deliveries"),
+        disabled_at: row.get("disabled_at"),
+        disabled_reason: row.get("disabled_reason"),
+        signature_scheme: row.get("signature_scheme"),
     }
 }
 
@@ -127,21 +156,7 @@ pub async fn revoke(
     client: &mut tokio_postgres::Client,
     webhook_id: Uuid,
 ) -> Result<Option<Revoked>> {
-    const ATTEMPTS: usize = 3;
-    let mut attempt = 1;
-    loop {
-        match revoke_once(client, webhook_id).await {
-            Err(err)
-                if attempt < ATTEMPTS
-                    && err.sql_state()
-                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
-            {
-                tracing::debug!(%webhook_id, attempt, "revoke deadlocked with a write-back; again");
-                attempt += 1;
-            }
-            outcome => return outcome,
-        }
-    }
+    db::again_on_deadlock!("revoke", revoke_once(client, webhook_id))
 }
 
 async fn revoke_once(
@@ -223,6 +238,8 @@ pub struct AttemptRow {
     pub reason: Option<String>,
     /// First bytes of the response body.
     pub response_excerpt: Option<String>,
+    /// The delay a 429 or 503 answer asked for (`Retry-After`), in seconds.
+    pub retry_after_seconds: Option<i32>,
 }
 
 /// One delivery with its attempts.
@@ -265,7 +282,7 @@ pub struct DeliveryPage<'a> {
     pub limit: i64,
 }
 
-/// A webhook's status (`active`/`revoked`), or `None` when there is no such webhook.
+/// A webhook's status (`active`/`disabled`/`revoked`), or `None` when there is no such webhook.
 pub async fn webhook_state(
     client: &impl GenericClient,
     webhook_id: Uuid,
@@ -335,16 +352,17 @@ fn attempt(row: &Row) -> AttemptRow {
         status_code: row.get("status_code"),
         reason: row.get("reason"),
         response_excerpt: row.get("response_excerpt"),
+        retry_after_seconds: row.get("retry_after_seconds"),
     }
 }
 
 /// Puts every failed delivery of a webhook created in [since, until) back to
-/// pending; returns how many.
+/// pending (no `until`: up to now); returns how many.
 pub async fn recover(
     client: &impl GenericClient,
     webhook_id: Uuid,
     since: DateTime<Utc>,
-    until: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
 ) -> Result<u64> {
     const RECOVER: Query = db::named!("recovering failed deliveries", "webhook_recover");
     let params: [db::Param; 3] = [

@@ -19,6 +19,7 @@ use crate::admin::metrics::Metrics;
 use crate::db::queue::{self, AttemptRecord, NextStatus, WebhookHealth};
 use crate::delivery::claimer::InFlight;
 use crate::error::Result;
+use crate::maintenance::disabler;
 use crate::service::{Ending, Service};
 use crate::shutdown::Shutdown;
 
@@ -139,6 +140,22 @@ impl Completer {
         }
     }
 
+    /// Disables the webhooks whose receivers answered 410 in this batch
+    /// (rare: a receiver says it once).
+    async fn disable_gone(&self, batch: &[AttemptRecord]) {
+        let mut gone: Vec<Uuid> = batch
+            .iter()
+            .filter(|record| record.disables_webhook)
+            .map(|record| record.webhook_id)
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        gone.sort();
+        gone.dedup();
+        disabler::disable_gone(&self.parts.pool, &self.parts.metrics, &gone).await;
+    }
+
     /// Writes one batch, retrying with backoff for as long as its leases could
     /// still be valid; after that the fence would drop it anyway.
     async fn write_with_retries(&self, batch: &[AttemptRecord]) -> bool {
@@ -219,6 +236,7 @@ impl Service for Completer {
             if self.write_with_retries(&batch).await {
                 health.add(summarise_health(&batch));
                 self.fold_health(&mut health, false).await;
+                self.disable_gone(&batch).await;
             }
             self.recorded(&batch);
             batch.clear();

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info_span, warn, Instrument};
 use uuid::Uuid;
 
+use crate::db::keys::SigningKeyRow;
 use crate::db::queue::{AttemptRecord, ClaimedDelivery, NextStatus};
 use crate::delivery::claimer::{Claim, InFlight};
 use crate::delivery::pacing::Feedback;
@@ -27,8 +28,8 @@ use crate::delivery::sender::{Outcome, OutcomeCode, OutgoingRequest, Sender};
 use crate::error::Result;
 use crate::event::envelope;
 use crate::guard::TargetUrl;
-use crate::keys::{Keyring, Unopenable};
-use crate::signing::Signer;
+use crate::keys::Keyring;
+use crate::signing::{SignatureScheme, Signer};
 
 /// A success slower than this earns a webhook no extra slot.
 const FAST_ENOUGH: std::time::Duration = std::time::Duration::from_secs(1);
@@ -44,6 +45,29 @@ fn feedback(outcome: &Outcome, duration: std::time::Duration) -> Feedback {
             Feedback::Struggling
         }
         _ => Feedback::Neutral,
+    }
+}
+
+/// One line per attempt, on the attempt's span too.
+fn log_attempt(outcome: &Outcome, next: NextStatus, duration: Duration) {
+    let elapsed_ms = duration.as_millis() as u64;
+    let span = tracing::Span::current();
+    span.record("outcome", outcome.code.as_str());
+    span.record("duration_ms", elapsed_ms);
+    match (&outcome.reason, next) {
+        (None, _) => debug!(
+            outcome = outcome.code.as_str(),
+            status = outcome.status_code,
+            elapsed_ms,
+            "delivered"
+        ),
+        (Some(reason), NextStatus::Failed) => {
+            warn!(outcome = outcome.code.as_str(), %reason, elapsed_ms, "delivery failed for good")
+        }
+        (Some(reason), _) => {
+            let retry_after_s = outcome.retry_after.map(|asked| asked.as_secs());
+            warn!(outcome = outcome.code.as_str(), %reason, elapsed_ms, retry_after_s, "attempt failed; will retry")
+        }
     }
 }
 
@@ -179,6 +203,10 @@ impl Dispatcher {
             Err(outcome) => outcome,
             Ok(target) => {
                 let signature = signer.signature_header(&body);
+                // The attempt's start is the one instant every timestamp
+                // header of this request carries (docs/CONTRACT.md §1).
+                let scheme_headers =
+                    signer.scheme_headers(delivery.id, started_at.timestamp(), &body);
                 let request = OutgoingRequest {
                     target: &target,
                     body,
@@ -186,40 +214,17 @@ impl Dispatcher {
                     signature: &signature,
                     webhook_id: delivery.webhook_id,
                     delivery_id: delivery.id,
+                    scheme_headers: &scheme_headers,
                 };
                 self.parts.sender.send(&request).await
             }
         };
         let duration = started.elapsed();
         self.parts.metrics.attempt(outcome.code, duration);
-        let attempt = u32::try_from(delivery.attempt).unwrap_or(u32::MAX);
-        let next = if outcome.is_success() {
-            NextStatus::Delivered
-        } else {
-            match self.parts.retry.after_failed_attempt(attempt) {
-                AfterFailure::RetryIn(delay) => NextStatus::RetryIn(delay),
-                AfterFailure::GiveUp => NextStatus::Failed,
-            }
-        };
-        let elapsed_ms = duration.as_millis() as u64;
-        let span = tracing::Span::current();
-        span.record("outcome", outcome.code.as_str());
-        span.record("duration_ms", elapsed_ms);
-        match (&outcome.reason, next) {
-            (None, _) => debug!(
-                outcome = outcome.code.as_str(),
-                status = outcome.status_code,
-                elapsed_ms,
-                "delivered"
-            ),
-            (Some(reason), NextStatus::Failed) => {
-                warn!(outcome = outcome.code.as_str(), %reason, elapsed_ms, "delivery failed for good")
-            }
-            (Some(reason), _) => {
-                warn!(outcome = outcome.code.as_str(), %reason, elapsed_ms, "attempt failed; will retry")
-            }
-        }
+        let next = self.next_status(&outcome, delivery.attempt);
+        log_attempt(&outcome, next, duration);
         let feedback = feedback(&outcome, duration);
+        let disables_webhook = outcome.is_gone();
         let record = AttemptRecord {
             delivery_id: delivery.id,
             webhook_id: delivery.webhook_id,
@@ -232,8 +237,31 @@ impl Dispatcher {
             response_excerpt: outcome.response_excerpt,
             started_at,
             duration,
+            retry_after: outcome.retry_after,
+            disables_webhook,
         };
         (record, feedback)
+    }
+
+    /// Where an attempt leaves its delivery: a 410 fails it at once (the
+    /// completer then disables the webhook); other failures follow the
+    /// schedule, pushed back by what a 429 or 503 asked for.
+    fn next_status(&self, outcome: &Outcome, attempt: i32) -> NextStatus {
+        if outcome.is_success() {
+            return NextStatus::Delivered;
+        }
+        if outcome.is_gone() {
+            return NextStatus::Failed;
+        }
+        let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+        match self
+            .parts
+            .retry
+            .after_failed_attempt_asking(attempt, outcome.retry_after)
+        {
+            AfterFailure::RetryIn(delay) => NextStatus::RetryIn(delay),
+            AfterFailure::GiveUp => NextStatus::Failed,
+        }
     }
 
     /// The URL as a target; scheme rules apply here, address rules at connect.
@@ -285,20 +313,41 @@ impl Dispatcher {
         if cache.len() + sealed.len() > SIGNER_CACHE_MAX {
             cache.clear();
         }
-        for (webhook_id, ciphertext, key_id) in sealed {
-            match self.parts.secrets.open(webhook_id, &key_id, &ciphertext) {
-                Ok(secret) => {
-                    let signer = Signer::new(&secret);
+        for row in sealed {
+            let webhook_id = row.secret.webhook_id;
+            match self.signer(&row) {
+                Ok(signer) => {
                     cache.insert(webhook_id, signer.clone());
                     found.insert(webhook_id, signer);
                 }
-                Err(err) => self.warn_unopenable(webhook_id, &err),
+                Err((key_id, problem)) => self.warn_unopenable(webhook_id, &key_id, &problem),
             }
         }
         Ok(found)
     }
 
-    fn warn_unopenable(&self, webhook_id: Uuid, err: &Unopenable) {
+    /// Opens a webhook's secret and keys a signer for its scheme; on failure
+    /// the key id and what is wrong, for the warning.
+    fn signer(&self, row: &SigningKeyRow) -> Result<Signer, (String, String)> {
+        let stored = &row.secret;
+        let secret = self
+            .parts
+            .secrets
+            .open(stored.webhook_id, &stored.key_id, &stored.ciphertext)
+            .map_err(|err| (err.key_id().to_string(), err.to_string()))?;
+        // The column's CHECK allows only known names; a secret that does not
+        // fit its scheme is held back like one that does not open.
+        let unusable = |problem: String| (stored.key_id.clone(), problem);
+        let scheme = SignatureScheme::parse(&row.signature_scheme).map_err(|_| {
+            unusable(format!(
+                "for an unknown signature scheme \"{}\"",
+                row.signature_scheme
+            ))
+        })?;
+        Signer::for_scheme(&secret, scheme).map_err(|err| unusable(err.one_line()))
+    }
+
+    fn warn_unopenable(&self, webhook_id: Uuid, key_id: &str, problem: &str) {
         let now = Instant::now();
         let mut warned = self
             .warned
@@ -315,9 +364,9 @@ impl Dispatcher {
         warned.insert(webhook_id, now);
         warn!(
             %webhook_id,
-            key_id = err.key_id(),
+            key_id,
             retry_in_s = self.parts.unopenable_delay.as_secs(),
-            "the webhook's secret is {err}: its deliveries are not sent and wait, uncounted"
+            "the webhook's secret is {problem}: its deliveries are not sent and wait, uncounted"
         );
     }
 }

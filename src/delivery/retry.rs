@@ -2,7 +2,9 @@
 //!
 //! After failed attempt *k* the next one is due at failure time +
 //! base × 2^(k−1), plus an add-only jitter of at most 10 % so that a burst of
-//! failures to one receiver does not come back as one burst.
+//! failures to one receiver does not come back as one burst. A 429 or 503
+//! answer's `Retry-After` can only push that later, up to
+//! `--max-retry-after` away; it never brings an attempt forward nor adds one.
 
 use std::time::Duration;
 
@@ -14,6 +16,8 @@ pub const RETRY_BASE_DELAY_DEFAULT: Duration = Duration::from_secs(60);
 pub const MAX_RETRIES_DEFAULT: u32 = 3;
 /// The largest jitter, as a fraction of the delay.
 pub const MAX_JITTER: f64 = 0.10;
+/// Default cap on the delay a `Retry-After` may ask for.
+pub const MAX_RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(3600);
 
 /// What happens after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +37,8 @@ pub struct RetryPolicy {
     pub max_retries: u32,
     /// Fraction of the delay added at random, 0 to [`MAX_JITTER`].
     pub jitter: f64,
+    /// The longest delay a `Retry-After` is honoured for.
+    pub max_retry_after: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -41,6 +47,7 @@ impl Default for RetryPolicy {
             base_delay: RETRY_BASE_DELAY_DEFAULT,
             max_retries: MAX_RETRIES_DEFAULT,
             jitter: MAX_JITTER,
+            max_retry_after: MAX_RETRY_AFTER_DEFAULT,
         }
     }
 }
@@ -71,6 +78,32 @@ impl RetryPolicy {
             Duration::ZERO
         };
         AfterFailure::RetryIn(nominal + extra)
+    }
+
+    /// What to do after failed attempt `attempt` whose answer asked for
+    /// `retry_after` (a 429 or 503 with a valid `Retry-After`): the schedule,
+    /// with the retry due no earlier than asked, capped at `max_retry_after`.
+    pub fn after_failed_attempt_asking(
+        &self,
+        attempt: u32,
+        retry_after: Option<Duration>,
+    ) -> AfterFailure {
+        match self.after_failed_attempt(attempt) {
+            AfterFailure::RetryIn(scheduled) => {
+                AfterFailure::RetryIn(honoured_delay(scheduled, retry_after, self.max_retry_after))
+            }
+            AfterFailure::GiveUp => AfterFailure::GiveUp,
+        }
+    }
+}
+
+/// The delay until the next attempt: the schedule's, or what the receiver
+/// asked for when that is later, but never more than `cap` unless the
+/// schedule itself is longer.
+pub fn honoured_delay(scheduled: Duration, asked: Option<Duration>, cap: Duration) -> Duration {
+    match asked {
+        Some(asked) => scheduled.max(asked.min(cap)),
+        None => scheduled,
     }
 }
 
@@ -114,6 +147,38 @@ mod tests {
                 assert!(delay <= nominal.mul_f64(1.0 + MAX_JITTER));
             }
         }
+    }
+
+    #[test]
+    fn retry_after_delays_within_the_cap_and_never_advances_the_schedule() {
+        let minute = Duration::from_secs(60);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(honoured_delay(minute, None, hour), minute);
+        assert_eq!(honoured_delay(minute, Some(minute * 5), hour), minute * 5);
+        assert_eq!(honoured_delay(minute, Some(hour * 3), hour), hour, "capped");
+        assert_eq!(
+            honoured_delay(minute, Some(Duration::from_secs(5)), hour),
+            minute,
+            "never earlier than the schedule"
+        );
+        assert_eq!(
+            honoured_delay(hour * 2, Some(hour * 3), hour),
+            hour * 2,
+            "a cap below the schedule does not shorten it"
+        );
+        let policy = RetryPolicy {
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(
+            policy.after_failed_attempt_asking(1, Some(minute * 10)),
+            AfterFailure::RetryIn(minute * 10)
+        );
+        assert_eq!(
+            policy.after_failed_attempt_asking(4, Some(minute)),
+            AfterFailure::GiveUp,
+            "the last attempt still fails"
+        );
     }
 
     #[test]

@@ -114,9 +114,42 @@ impl DemoDatabase {
 async fn run_in(url: &str, secret_key: &str) -> Result<()> {
     let mut client = db::connect_single(url).await?;
     db::migrate(&mut client).await?;
-    let secrets = SecretBox::from_base64(secret_key)?;
+    let (receiver, mut arrivals) = start_receiver().await?;
+    let organization = Uuid::new_v4();
+    create_webhooks(&client, secret_key, &receiver, organization).await?;
+    let daemon = start_daemon(url, secret_key).await?;
 
-    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    for (index, event) in EventType::ALL.into_iter().enumerate() {
+        let data = devkit::sample_data(event.as_str(), index);
+        crate::emit(&client, organization, event, &data).await?;
+    }
+    println!("\nEmitted one event of each of the 11 types for organization {organization}; the daemon delivers them:\n");
+
+    let expected = EventType::ALL.len() * 2;
+    let (delivered, failure) = watch_arrivals(&mut arrivals, started, expected).await;
+    wait_until_settled(&client, organization).await?;
+    println!(
+        "\n{delivered} of {expected} deliveries accepted in {:.1}s. outbox.webhook_status now says:\n",
+        started.elapsed().as_secs_f64()
+    );
+    print_status(&client, organization).await?;
+
+    daemon.shutdown().await;
+    match failure {
+        Some(reason) => Err(Error::other(format!("demo failed: {reason}"))),
+        None => {
+            println!(
+                "\nDemo finished: every delivery was signed, verified and recorded. Cleaning up."
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The verifying receiver, and the channel its arrivals come in on.
+async fn start_receiver() -> Result<(Receiver, mpsc::UnboundedReceiver<Arrival>)> {
+    let (arrivals_tx, arrivals) = mpsc::unbounded_channel();
     let receiver = Receiver::builder()
         .respond(answer)
         .events(arrivals_tx)
@@ -127,8 +160,18 @@ async fn run_in(url: &str, secret_key: &str) -> Result<()> {
         "  receiver: http://{} (verifies every signature)",
         receiver.address
     );
+    Ok((receiver, arrivals))
+}
 
-    let organization = Uuid::new_v4();
+/// One healthy and one flaky webhook on the receiver, which learns each
+/// secret so it can verify the signatures.
+async fn create_webhooks(
+    client: &tokio_postgres::Client,
+    secret_key: &str,
+    receiver: &Receiver,
+    organization: Uuid,
+) -> Result<()> {
+    let secrets = SecretBox::from_base64(secret_key)?;
     for (name, label) in [
         ("healthy", "healthy receiver"),
         ("flaky", "flaky receiver (503 on first attempts)"),
@@ -139,12 +182,17 @@ async fn run_in(url: &str, secret_key: &str) -> Result<()> {
             url: &receiver.url(&path),
             label,
             allow_private_targets: true,
+            signature_scheme: Default::default(),
         };
-        let created = manage::create(&client, &secrets, &SystemResolver, &request).await?;
+        let created = manage::create(client, &secrets, &SystemResolver, &request).await?;
         receiver.verify(&path, created.secret.as_deref().unwrap_or_default());
         println!("  webhook:  {label:<40} {}  {}", created.id, created.url);
     }
+    Ok(())
+}
 
+/// The daemon in this process, with short delays so the retry shows.
+async fn start_daemon(url: &str, secret_key: &str) -> Result<crate::daemon::Running> {
     let args = RunArgs {
         retry_base_delay: Duration::from_secs(1),
         allow_private_targets: true,
@@ -158,16 +206,16 @@ async fn run_in(url: &str, secret_key: &str) -> Result<()> {
         &SecretArgs::with_key(secret_key),
         Arc::new(SystemResolver),
     )?;
-    let daemon = crate::daemon::Daemon::start(config).await?;
+    crate::daemon::Daemon::start(config).await
+}
 
-    let started = Instant::now();
-    for (index, event) in EventType::ALL.into_iter().enumerate() {
-        let data = devkit::sample_data(event.as_str(), index);
-        crate::emit(&client, organization, event, &data).await?;
-    }
-    println!("\nEmitted one event of each of the 11 types for organization {organization}; the daemon delivers them:\n");
-
-    let expected = EventType::ALL.len() * 2;
+/// Prints each arrival until `expected` were accepted or the deadline
+/// passed; returns how many were accepted and what went wrong, if anything.
+async fn watch_arrivals(
+    arrivals: &mut mpsc::UnboundedReceiver<Arrival>,
+    started: Instant,
+    expected: usize,
+) -> (usize, Option<String>) {
     let mut delivered = 0;
     let deadline = tokio::time::Instant::now() + DEMO_DEADLINE;
     let mut failure = None;
@@ -191,23 +239,7 @@ async fn run_in(url: &str, secret_key: &str) -> Result<()> {
             }
         }
     }
-    wait_until_settled(&client, organization).await?;
-    println!(
-        "\n{delivered} of {expected} deliveries accepted in {:.1}s. outbox.webhook_status now says:\n",
-        started.elapsed().as_secs_f64()
-    );
-    print_status(&client, organization).await?;
-
-    daemon.shutdown().await;
-    match failure {
-        Some(reason) => Err(Error::other(format!("demo failed: {reason}"))),
-        None => {
-            println!(
-                "\nDemo finished: every delivery was signed, verified and recorded. Cleaning up."
-            );
-            Ok(())
-        }
-    }
+    (delivered, failure)
 }
 
 /// The demo receiver's answer: 404 off its two endpoints, 401 when the

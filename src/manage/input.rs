@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::delivery::sender::Resolve;
 use crate::error::{Error, Result};
 use crate::guard::{blocked_kind, TargetUrl};
+use crate::signing::SignatureScheme;
 
 use super::view::echo;
 
@@ -33,6 +34,8 @@ pub struct CreateWebhook<'a> {
     pub label: &'a str,
     /// Lift the https and public-address rules.
     pub allow_private_targets: bool,
+    /// How its requests are signed.
+    pub signature_scheme: SignatureScheme,
 }
 
 /// The checks that need neither the network nor the database: URL syntax,
@@ -175,11 +178,12 @@ impl DeliveryFilter {
     }
 }
 
-/// The creation times of the failed deliveries to recover: [since, until).
+/// The creation times of the failed deliveries to recover: [since, until),
+/// or from `since` on when there is no `until`.
 #[derive(Debug, Clone, Copy)]
 pub struct RecoverWindow {
     pub(super) since: DateTime<Utc>,
-    pub(super) until: DateTime<Utc>,
+    pub(super) until: Option<DateTime<Utc>>,
 }
 
 impl RecoverWindow {
@@ -188,6 +192,27 @@ impl RecoverWindow {
         if since >= until {
             return Err(Error::input("\"since\" must be earlier than \"until\""));
         }
-        Ok(RecoverWindow { since, until })
+        Ok(RecoverWindow {
+            since,
+            until: Some(until),
+        })
     }
+
+    /// Everything created from `since` on, by the database's clock.
+    pub fn since(since: DateTime<Utc>) -> Self {
+        RecoverWindow { since, until: None }
+    }
+}
+
+/// An RFC 3339 time given as `field`; the error names the field and echoes
+/// what was given.
+pub fn parse_time(text: &str, field: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| {
+            Error::input(format!(
+                "\"{field}\" must be an RFC 3339 time such as 2026-05-09T12:34:56Z, got \"{}\"",
+                echo(text)
+            ))
+        })
 }

@@ -1,6 +1,6 @@
 //! Managing webhooks, the one path the CLI and the management API share:
 //! create (validate the URL, generate and seal the secret), list, revoke,
-//! redeliver, recover and list deliveries. Each checks its input and
+//! enable, redeliver, recover and list deliveries. Each checks its input and
 //! returns a typed result or an [`Error`] whose kind says whose fault it is
 //! (docs/CONTRACT.md §6, §7); callers only parse, call and render.
 
@@ -9,8 +9,10 @@ pub mod overview;
 pub mod view;
 
 pub use crate::db::webhooks::Revoked;
+pub use crate::signing::SignatureScheme;
 pub use input::{
-    validate, CreateWebhook, DeliveryFilter, NewEvent, RecoverWindow, MAX_LABEL_LEN, MAX_PAGE,
+    parse_time, validate, CreateWebhook, DeliveryFilter, NewEvent, RecoverWindow, MAX_LABEL_LEN,
+    MAX_PAGE,
 };
 pub use view::{AttemptView, DeliveryView, WebhookHealthView, WebhookView};
 
@@ -24,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::signing::{SecretBox, SigningSecret};
 
 /// Validates the URL and label, checks where the host resolves, generates the
-/// secret and stores it sealed. The returned view carries the secret: the
+/// secret in the form of the webhook's signature scheme and stores it sealed. The returned view carries the secret: the
 /// only time it is ever shown.
 pub async fn create(
     client: &impl GenericClient,
@@ -37,7 +39,7 @@ pub async fn create(
         input::check_resolves_public(&target, resolver).await?;
     }
     let id = Uuid::new_v4();
-    let secret = SigningSecret::generate();
+    let secret = SigningSecret::generate_for(request.signature_scheme);
     let sealed = secrets.seal(id, &secret);
     let new = NewWebhook {
         id,
@@ -46,6 +48,7 @@ pub async fn create(
         label: request.label,
         secret_ciphertext: &sealed,
         secret_key_id: secrets.key_id(),
+        signature_scheme: request.signature_scheme.as_str(),
     };
     let row = queries::insert(client, &new).await?;
     Ok(WebhookView::created(row, secret.expose().to_string()))
@@ -75,11 +78,44 @@ pub async fn redeliver(client: &impl GenericClient, delivery_id: Uuid) -> Result
             "no delivery with id {delivery_id}"
         )));
     };
-    Err(Error::conflict(if webhook_status != "active" {
-        format!("delivery {delivery_id} belongs to a revoked webhook and cannot be redelivered")
-    } else {
-        format!("delivery {delivery_id} is {status}; only failed or delivered deliveries can be redelivered")
+    Err(Error::conflict(match webhook_status.as_str() {
+        "active" => format!(
+            "delivery {delivery_id} is {status}; only failed or delivered deliveries can be redelivered"
+        ),
+        "disabled" => format!(
+            "delivery {delivery_id} belongs to a disabled webhook: enable it first \
+             (webhookd webhooks enable)"
+        ),
+        _ => format!("delivery {delivery_id} belongs to a revoked webhook and cannot be redelivered"),
     }))
+}
+
+/// What enabling did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enabled {
+    /// It was disabled and is active now.
+    Enabled,
+    /// It was active already; nothing changed.
+    AlreadyActive,
+}
+
+/// Makes a disabled webhook active again (an active one stays so). A
+/// revoked webhook cannot be: that is for good (docs/CONTRACT.md §4).
+/// Its failed deliveries stay failed: `recover` replays them.
+pub async fn enable(client: &impl GenericClient, webhook_id: Uuid) -> Result<Enabled> {
+    if db::outage::enable(client, webhook_id).await? {
+        return Ok(Enabled::Enabled);
+    }
+    match webhook_status(client, webhook_id).await?.as_str() {
+        "active" => Ok(Enabled::AlreadyActive),
+        "disabled" => Err(Error::conflict(format!(
+            "webhook {webhook_id} was disabled again meanwhile; enable it again"
+        ))),
+        _ => Err(Error::conflict(format!(
+            "webhook {webhook_id} is revoked; a revoked webhook cannot be enabled \
+             (create a new one)"
+        ))),
+    }
 }
 
 /// Puts every failed delivery of an active webhook created within `window`
@@ -89,10 +125,19 @@ pub async fn recover(
     webhook_id: Uuid,
     window: RecoverWindow,
 ) -> Result<u64> {
-    if webhook_status(client, webhook_id).await? != "active" {
-        return Err(Error::conflict(format!(
-            "webhook {webhook_id} is revoked; its deliveries cannot be recovered"
-        )));
+    match webhook_status(client, webhook_id).await?.as_str() {
+        "active" => {}
+        "disabled" => {
+            return Err(Error::conflict(format!(
+                "webhook {webhook_id} is disabled; enable it first (webhookd webhooks enable), \
+                 then recover its deliveries"
+            )))
+        }
+        _ => {
+            return Err(Error::conflict(format!(
+                "webhook {webhook_id} is revoked; its deliveries cannot be recovered"
+            )))
+        }
     }
     let requeued = queries::recover(client, webhook_id, window.since, window.until).await?;
     db::notify_wakeup(client).await?;

@@ -7,11 +7,12 @@
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::view::time;
 use super::{no_webhook, WebhookView};
+use crate::db::overview as queries;
+/// A failed delivery with its webhook, as the failures view shows it.
+pub use crate::db::overview::FailureRow as Failure;
 /// Attempts that started within one minute, as the chart shows them.
 pub use crate::db::overview::MinuteRow as MinuteCount;
-use crate::db::overview::{self as queries, FailureRow};
 pub use crate::db::stats::QueueDepths;
 use crate::error::Result;
 
@@ -39,51 +40,6 @@ pub struct Overview {
     pub rate: Vec<MinuteCount>,
 }
 
-/// A failed delivery as the failures view shows it.
-#[derive(Debug, Clone)]
-pub struct FailureView {
-    /// Delivery id.
-    pub id: Uuid,
-    /// Its webhook.
-    pub webhook_id: Uuid,
-    /// Its organization.
-    pub organization_id: Uuid,
-    /// The webhook's label.
-    pub label: String,
-    /// The webhook's URL.
-    pub url: String,
-    /// Event type.
-    pub event: String,
-    /// Attempts made in the last round.
-    pub attempts: i32,
-    /// When the last attempt started.
-    pub last_attempt_at: Option<String>,
-    /// HTTP status of the last attempt.
-    pub last_status_code: Option<i32>,
-    /// Reason of the last failure.
-    pub last_error: Option<String>,
-    /// When the delivery was created.
-    pub created_at: String,
-}
-
-impl From<FailureRow> for FailureView {
-    fn from(row: FailureRow) -> Self {
-        FailureView {
-            id: row.id,
-            webhook_id: row.webhook_id,
-            organization_id: row.organization_id,
-            label: row.label,
-            url: row.url,
-            event: row.event,
-            attempts: row.attempts,
-            last_attempt_at: row.last_attempt_at.map(time),
-            last_status_code: row.last_status_code,
-            last_error: row.last_error,
-            created_at: time(row.created_at),
-        }
-    }
-}
-
 /// Every webhook with its status, the backlog and the attempts chart.
 pub async fn overview(client: &impl GenericClient) -> Result<Overview> {
     let mut rows = queries::webhooks(client, MAX_WEBHOOKS + 1).await?;
@@ -109,7 +65,6 @@ pub async fn webhook(client: &impl GenericClient, webhook_id: Uuid) -> Result<We
 }
 
 /// The newest failed deliveries across all webhooks, at most [`MAX_FAILURES`].
-pub async fn failures(client: &impl GenericClient) -> Result<Vec<FailureView>> {
-    let rows = queries::failures(client, MAX_FAILURES).await?;
-    Ok(rows.into_iter().map(FailureView::from).collect())
+pub async fn failures(client: &impl GenericClient) -> Result<Vec<Failure>> {
+    queries::failures(client, MAX_FAILURES).await
 }

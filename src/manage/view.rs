@@ -30,10 +30,12 @@ pub struct WebhookView {
     pub url: String,
     /// Label.
     pub label: String,
-    /// `active` or `revoked`.
+    /// `active`, `disabled` or `revoked`.
     pub status: String,
     /// Creation time, RFC 3339.
     pub created_at: String,
+    /// `productbridge` or `standard` (docs/CONTRACT.md §1).
+    pub signature_scheme: String,
     /// The signing secret, present exactly once: in the answer to create.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -57,6 +59,10 @@ pub struct WebhookHealthView {
     pub pending_deliveries: i64,
     /// Failed deliveries.
     pub failed_deliveries: i64,
+    /// When it was disabled (while it is).
+    pub disabled_at: Option<String>,
+    /// Why (while it is).
+    pub disabled_reason: Option<String>,
 }
 
 impl WebhookView {
@@ -74,6 +80,8 @@ impl WebhookView {
             last_failure_reason: row.last_failure_reason.clone(),
             pending_deliveries: row.pending_deliveries,
             failed_deliveries: row.failed_deliveries,
+            disabled_at: row.disabled_at.map(time),
+            disabled_reason: row.disabled_reason.clone(),
         };
         WebhookView::new(row, None, Some(health))
     }
@@ -86,6 +94,7 @@ impl WebhookView {
             label: row.label,
             status: row.status,
             created_at: time(row.created_at),
+            signature_scheme: row.signature_scheme,
             secret,
             health,
         }
@@ -109,6 +118,8 @@ pub struct AttemptView {
     pub reason: Option<String>,
     /// First bytes of the response body.
     pub response_excerpt: Option<String>,
+    /// The delay a 429 or 503 answer asked for (`Retry-After`), in seconds.
+    pub retry_after_seconds: Option<i32>,
 }
 
 /// One delivery with its attempts, as the management API shows it.
@@ -169,6 +180,7 @@ impl From<AttemptRow> for AttemptView {
             status_code: row.status_code,
             reason: row.reason,
             response_excerpt: row.response_excerpt,
+            retry_after_seconds: row.retry_after_seconds,
         }
     }
 }

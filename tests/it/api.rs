@@ -9,9 +9,9 @@ use uuid::Uuid;
 use webhookd::config::RunArgs;
 use webhookd::EventType;
 
-use crate::harness::{sample, test_args, wait_until, DaemonHandle, Receiver, TestApp};
+use crate::harness::{api_call as call, sample, test_args, DaemonHandle, Receiver, TestApp};
 
-const TOKEN: &str = "test-admin-token-0123456789";
+pub(crate) const TOKEN: &str = "test-admin-token-0123456789";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A daemon with the API on a free port.
@@ -21,30 +21,6 @@ async fn daemon_with_api(
     token: Option<&str>,
 ) -> (DaemonHandle, SocketAddr) {
     app.spawn_daemon_with_admin(args, token).await
-}
-
-/// One HTTP/1.1 request; returns status and JSON body (Null when empty).
-async fn call(
-    admin: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let headers = match token {
-        Some(token) => {
-            format!("Authorization: Bearer {token}\r\nContent-Type: application/json\r\n")
-        }
-        None => "Content-Type: application/json\r\n".to_string(),
-    };
-    let response = crate::harness::http_request(admin, method, path, &headers, &body).await;
-    let status: u16 = response[9..12].parse().unwrap();
-    let text = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or("");
-    (status, serde_json::from_str(text).unwrap_or(Value::Null))
 }
 
 #[tokio::test]
@@ -249,13 +225,14 @@ async fn deliveries_are_listed_with_attempts_then_redelivered_and_recovered() {
     )
     .await;
     assert_eq!((status, body["status"].clone()), (202, json!("pending")));
-    wait_until("the redelivery is attempted", WAIT, || async {
-        app.db
-            .count("SELECT count(*) FROM outbox.delivery_attempts")
-            .await
-            == 4
-    })
-    .await;
+    app.db
+        .wait_for_count(
+            "the redelivery is attempted",
+            "SELECT count(*) FROM outbox.delivery_attempts",
+            4,
+            WAIT,
+        )
+        .await;
 
     let (status, body) = call(
         admin,
@@ -266,17 +243,14 @@ async fn deliveries_are_listed_with_attempts_then_redelivered_and_recovered() {
     )
     .await;
     assert_eq!((status, body["requeued"].clone()), (202, json!(3)));
-    wait_until(
-        "the recovered deliveries are attempted again",
-        WAIT,
-        || async {
-            app.db
-                .count("SELECT count(*) FROM outbox.delivery_attempts")
-                .await
-                == 7
-        },
-    )
-    .await;
+    app.db
+        .wait_for_count(
+            "the recovered deliveries are attempted again",
+            "SELECT count(*) FROM outbox.delivery_attempts",
+            7,
+            WAIT,
+        )
+        .await;
     let (status, _) = call(
         admin,
         "POST",
@@ -370,5 +344,5 @@ async fn every_operation_in_the_openapi_document_is_served_and_answers_a_documen
         }
     }
     daemon.stop().await.unwrap();
-    assert_eq!(operations, 6, "the six operations of docs/CONTRACT.md §7");
+    assert_eq!(operations, 7, "the seven operations of docs/CONTRACT.md §7");
 }

@@ -17,7 +17,7 @@ use webhookd::EventType;
 
 use crate::harness::process::{create_args, Outcome, Webhookd};
 use crate::harness::{
-    expected_signature, http_request, sample, secret_key, start_configured, test_args, wait_until,
+    expected_signature, http_request, sample, secret_key, start_configured, test_args,
     DaemonHandle, Receiver, TestApp, TestWebhook,
 };
 
@@ -158,6 +158,7 @@ async fn rotate_beside_a_running_daemon_loses_and_fails_nothing() {
             url: &url,
             label: "",
             allow_private_targets: true,
+            signature_scheme: Default::default(),
         };
         let created = manage::create(
             &client,
@@ -249,10 +250,9 @@ async fn wrong_key_holds_back_until(right: impl FnOnce(&TestApp) -> SecretArgs) 
         "SELECT count(*) FROM outbox.deliveries \
          WHERE next_attempt_at > to_timestamp({first_due} / 1000.0) + interval '100 milliseconds'"
     );
-    wait_until("held back a second time", WAIT, || async {
-        app.db.count(&sql).await == 3
-    })
-    .await;
+    app.db
+        .wait_for_count("held back a second time", &sql, 3, WAIT)
+        .await;
 
     let ready = http_get(admin, "/readyz").await;
     let missing = key_id(&app.key);
@@ -435,6 +435,7 @@ async fn rotate_leaves_secrets_no_key_opens_reports_them_and_exits_1() {
             url: "http://127.0.0.1:9/b",
             label: "",
             allow_private_targets: true,
+            signature_scheme: Default::default(),
         },
     )
     .await

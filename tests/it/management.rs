@@ -116,13 +116,14 @@ async fn webhook_status_shows_last_success_last_failure_and_counts_and_revoke_ca
     app.emit(org, "vote.created", sample(EventType::VoteCreated))
         .await;
     healthy.wait_for(3, WAIT).await;
-    wait_until("the new event is fanned out", WAIT, || async {
-        app.db
-            .count("SELECT count(*) FROM outbox.events WHERE fanned_out_at IS NULL")
-            .await
-            == 0
-    })
-    .await;
+    app.db
+        .wait_for_count(
+            "the new event is fanned out",
+            "SELECT count(*) FROM outbox.events WHERE fanned_out_at IS NULL",
+            0,
+            WAIT,
+        )
+        .await;
     daemon.stop().await.unwrap();
     assert_eq!(
         app.db
@@ -242,13 +243,14 @@ async fn metrics_count_attempts_by_outcome_and_report_the_queue() {
     app.emit(org, "vote.deleted", sample(EventType::VoteDeleted))
         .await;
     app.wait_for_deliveries("status = 'delivered'", 1).await;
-    wait_until("the failure is recorded", WAIT, || async {
-        app.db
-            .count("SELECT count(*) FROM outbox.delivery_attempts")
-            .await
-            == 2
-    })
-    .await;
+    app.db
+        .wait_for_count(
+            "the failure is recorded",
+            "SELECT count(*) FROM outbox.delivery_attempts",
+            2,
+            WAIT,
+        )
+        .await;
     let metrics = http_get(admin, "/metrics").await;
     daemon.stop().await.unwrap();
     for line in [

@@ -131,6 +131,7 @@ async fn create(app: &TestApp, org: Uuid, url: &str, label: &str) -> Uuid {
         url,
         label,
         allow_private_targets: true,
+        signature_scheme: Default::default(),
     };
     manage::create(
         &client,

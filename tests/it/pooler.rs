@@ -131,6 +131,14 @@ async fn commands_and_daemon_through(mode: PoolMode) {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), expected, "every delivery arrived");
+    // The write-back lands a moment after the receiver answered.
+    db.wait_for_count(
+        "every delivery written back as delivered",
+        "SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'",
+        expected as i64,
+        Duration::from_secs(60),
+    )
+    .await;
     let failed = db
         .count("SELECT count(*) FROM outbox.deliveries WHERE status <> 'delivered'")
         .await;

@@ -211,6 +211,14 @@ fn retried_once_then_failed(settled: &Settled, outcome: &str, status_code: Optio
 
 /// Creates one webhook per URL, runs the daemon with `config` until one
 /// event's deliveries to all of them have settled, and returns their ids.
+/// Delivers one event to `url` with the fast settings, expects one retry
+/// and then `failed` with `outcome`; returns the failure reason.
+async fn fast_failure(app: &TestApp, url: String, outcome: &str, status: Option<i32>) -> String {
+    let config = app.config(&fast_args());
+    let webhooks = deliver_one_event(app, config, &[url], "failed").await;
+    retried_once_then_failed(&settled(app, webhooks[0]).await, outcome, status)
+}
+
 async fn deliver_one_event(
     app: &TestApp,
     config: webhookd::daemon::DaemonConfig,
@@ -241,7 +249,7 @@ async fn error_and_redirect_statuses_fail_with_the_status_named_and_are_retried(
     .await;
     let cases = [
         (404, "http_status", "HTTP 404 Not Found"),
-        (410, "http_status", "HTTP 410 Gone"),
+        // 410 is not retried: it disables the webhook (outages.rs).
         (429, "http_status", "HTTP 429 Too Many Requests"),
         (499, "http_status", "HTTP 499"),
         (500, "http_status", "HTTP 500 Internal Server Error"),
@@ -284,16 +292,7 @@ async fn a_receiver_that_accepts_and_never_answers_times_out_waiting_for_the_res
         wait_for_close(&mut stream).await;
     })
     .await;
-    let webhooks = deliver_one_event(
-        &app,
-        app.config(&fast_args()),
-        &[server.url("http")],
-        "failed",
-    )
-    .await;
-
-    let settled = settled(&app, webhooks[0]).await;
-    let reason = retried_once_then_failed(&settled, "response_timeout", None);
+    let reason = fast_failure(&app, server.url("http"), "response_timeout", None).await;
     assert_eq!(reason, "timed out after 1s waiting for response");
     assert_eq!(server.connections(), 2, "a fresh connection per attempt");
 }
@@ -318,16 +317,7 @@ async fn a_body_that_trickles_forever_times_out_and_is_never_a_success() {
         }
     })
     .await;
-    let webhooks = deliver_one_event(
-        &app,
-        app.config(&fast_args()),
-        &[server.url("http")],
-        "failed",
-    )
-    .await;
-
-    let settled = settled(&app, webhooks[0]).await;
-    let reason = retried_once_then_failed(&settled, "response_timeout", Some(200));
+    let reason = fast_failure(&app, server.url("http"), "response_timeout", Some(200)).await;
     assert_eq!(
         reason,
         "timed out after 1s reading the response body (HTTP 200)"
@@ -562,16 +552,7 @@ async fn a_tls_handshake_that_never_completes_times_out_as_a_connect_timeout() {
         wait_for_close(&mut stream).await;
     })
     .await;
-    let webhooks = deliver_one_event(
-        &app,
-        app.config(&fast_args()),
-        &[server.url("https")],
-        "failed",
-    )
-    .await;
-
-    let settled = settled(&app, webhooks[0]).await;
-    let reason = retried_once_then_failed(&settled, "connect_timeout", None);
+    let reason = fast_failure(&app, server.url("https"), "connect_timeout", None).await;
     assert_eq!(reason, "TLS handshake timed out after 1s");
     assert_eq!(server.connections(), 2);
 }

@@ -340,6 +340,7 @@ async fn a_name_that_rebinds_to_loopback_after_creation_is_refused_at_delivery()
             url: &url,
             label: "rebinding",
             allow_private_targets: false,
+            signature_scheme: Default::default(),
         },
     )
     .await
@@ -455,6 +456,7 @@ async fn creation_refuses_http_and_hosts_resolving_to_any_blocked_address_and_st
                 url,
                 label: "refused",
                 allow_private_targets: false,
+                signature_scheme: Default::default(),
             },
         )
         .await;
@@ -480,6 +482,7 @@ async fn creation_refuses_http_and_hosts_resolving_to_any_blocked_address_and_st
             url: "https://public.test/hook",
             label: "public",
             allow_private_targets: false,
+            signature_scheme: Default::default(),
         },
     )
     .await

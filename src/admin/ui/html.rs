@@ -95,6 +95,13 @@ pub fn label(label: &str) -> String {
     }
 }
 
+/// A line in red below a value (a failure or disable reason); nothing for none.
+pub fn reason_line(reason: Option<&str>) -> String {
+    reason
+        .map(|reason| format!("<div class=\"reason\">{}</div>", esc(reason)))
+        .unwrap_or_default()
+}
+
 /// An optional value, or a dash.
 pub fn or_dash(value: Option<impl Display>) -> String {
     match value {

@@ -8,8 +8,9 @@ use std::fmt::Write as _;
 use uuid::Uuid;
 
 use super::chart;
-use super::html::{age, badge, card, esc, label, or_dash, page, when};
-use crate::manage::overview::{FailureView, Overview, MAX_FAILURES, MAX_WEBHOOKS};
+use super::html::{age, badge, card, esc, label, or_dash, page, reason_line, when};
+use crate::manage::overview::{Failure, Overview, MAX_FAILURES, MAX_WEBHOOKS};
+use crate::manage::view::time;
 use crate::manage::WebhookView;
 
 /// The sign-in form, with `error` above it when the last try failed.
@@ -81,11 +82,7 @@ fn webhook_table(webhooks: &[&WebhookView]) -> String {
         let Some(health) = &webhook.health else {
             continue;
         };
-        let reason = health
-            .last_failure_reason
-            .as_deref()
-            .map(|reason| format!("<div class=\"reason\">{}</div>", esc(reason)))
-            .unwrap_or_default();
+        let reason = reason_line(health.last_failure_reason.as_deref());
         let _ = write!(
             table,
             "<tr data-webhook=\"{id}\"><td><a href=\"/ui/webhooks/{id}\">{}</a></td>\
@@ -93,7 +90,7 @@ fn webhook_table(webhooks: &[&WebhookView]) -> String {
              <td class=\"num pending\">{}</td><td class=\"num failed\">{}</td></tr>",
             label(&webhook.label),
             esc(&webhook.url),
-            badge(&webhook.status),
+            badge(&webhook.status) + &reason_line(health.disabled_reason.as_deref()),
             when(health.last_success_at.as_deref()),
             when(health.last_failure_at.as_deref()),
             esc(health.pending_deliveries),
@@ -106,7 +103,7 @@ fn webhook_table(webhooks: &[&WebhookView]) -> String {
 }
 
 /// The newest failed deliveries across all webhooks.
-pub fn failures(failures: &[FailureView]) -> String {
+pub fn failures(failures: &[Failure]) -> String {
     let mut body = format!(
         "<h1>Failures</h1><p class=\"muted\">The newest {} failed deliveries, newest first.</p>",
         esc(MAX_FAILURES)
@@ -129,7 +126,7 @@ pub fn failures(failures: &[FailureView]) -> String {
              <td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td>\
              <td class=\"reason\">{}</td></tr>",
             esc(failure.id),
-            when(Some(&failure.created_at)),
+            when(Some(&time(failure.created_at))),
             esc(failure.webhook_id),
             label(&failure.label),
             esc(&failure.url),
@@ -137,7 +134,7 @@ pub fn failures(failures: &[FailureView]) -> String {
             esc(&failure.event),
             esc(failure.id),
             esc(failure.attempts),
-            when(failure.last_attempt_at.as_deref()),
+            when(failure.last_attempt_at.map(time).as_deref()),
             or_dash(failure.last_status_code),
             or_dash(failure.last_error.as_deref()),
         );

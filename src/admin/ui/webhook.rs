@@ -42,6 +42,14 @@ pub fn render(webhook: &WebhookView, status: Option<&str>, deliveries: &[Deliver
                 esc(reason)
             );
         }
+        if let Some(reason) = &health.disabled_reason {
+            let _ = write!(
+                body,
+                "<p>Disabled {}: <span class=\"reason\">{}</span></p>",
+                when(health.disabled_at.as_deref()),
+                esc(reason)
+            );
+        }
     }
     let _ = write!(
         body,

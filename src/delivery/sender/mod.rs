@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
 use hyper::{Method, Request, Response};
 use tokio::time::timeout_at;
 use uuid::Uuid;
@@ -89,6 +89,9 @@ pub struct OutgoingRequest<'a> {
     pub webhook_id: Uuid,
     /// `X-ProductBridge-Delivery-Id`.
     pub delivery_id: Uuid,
+    /// The webhook's signature scheme's own headers (`webhook-id`,
+    /// `webhook-timestamp`, `webhook-signature` for `standard`), if any.
+    pub scheme_headers: &'a [(&'static str, String)],
 }
 
 /// Sends webhook requests. Share one per daemon (it holds the pool).
@@ -182,51 +185,65 @@ impl Sender {
             match timeout_at(deadline, sender.try_send_request(build_request(request))).await {
                 Err(_) => return Exchange::Done(timed_out()),
                 Ok(Ok(response)) => response,
-                Ok(Err(err)) => {
-                    let never_written = err.message().is_some();
-                    let error = err.into_error();
-                    if never_written
-                        || (error.is_incomplete_message()
-                            && started.elapsed() < Duration::from_millis(50))
-                    {
-                        return Exchange::StaleConnection;
-                    }
-                    let (code, reason) = describe_hyper(&error);
-                    return Exchange::Done(Outcome::failure(code, reason));
-                }
+                Ok(Err(err)) => return send_failed(err, started),
             };
         let status = response.status();
+        let retry_after = response.headers().get(RETRY_AFTER).cloned();
         match timeout_at(deadline, read_capped(response)).await {
-            Err(_) => Exchange::Done(Outcome {
-                status_code: Some(status.as_u16()),
-                ..Outcome::failure(
-                    OutcomeCode::ResponseTimeout,
-                    format!(
-                        "timed out after {limit} reading the response body (HTTP {})",
-                        status.as_u16()
-                    ),
-                )
-            }),
+            Err(_) => Exchange::Done(body_failed(
+                status,
+                OutcomeCode::ResponseTimeout,
+                format!(
+                    "timed out after {limit} reading the response body (HTTP {})",
+                    status.as_u16()
+                ),
+            )),
             Ok(Err(err)) => {
                 let (code, reason) = describe_hyper(&err);
-                Exchange::Done(Outcome {
-                    status_code: Some(status.as_u16()),
-                    ..Outcome::failure(
-                        code,
-                        format!(
-                            "{reason} (while reading the body of HTTP {})",
-                            status.as_u16()
-                        ),
-                    )
-                })
+                let http = status.as_u16();
+                let reason = format!("{reason} (while reading the body of HTTP {http})");
+                Exchange::Done(body_failed(status, code, reason))
             }
             Ok(Ok(read)) => {
                 if read.complete {
                     self.pool.checkin(request.target, sender);
                 }
-                Exchange::Done(Outcome::from_status(status, read.excerpt))
+                Exchange::Done(Outcome::from_response(
+                    status,
+                    retry_after.as_ref(),
+                    read.excerpt,
+                    std::time::SystemTime::now(),
+                ))
             }
         }
+    }
+}
+
+/// A request that got no response. A pooled connection that was dead
+/// before the request went out (hyper hands the request back, or the
+/// connection closed at once) is stale and the request is sent again on a
+/// fresh one; anything else is the attempt's outcome.
+fn send_failed(
+    err: hyper::client::conn::TrySendError<hyper::Request<Full<Bytes>>>,
+    started: Instant,
+) -> Exchange {
+    let never_written = err.message().is_some();
+    let error = err.into_error();
+    if never_written
+        || (error.is_incomplete_message() && started.elapsed() < Duration::from_millis(50))
+    {
+        return Exchange::StaleConnection;
+    }
+    let (code, reason) = describe_hyper(&error);
+    Exchange::Done(Outcome::failure(code, reason))
+}
+
+/// A response whose body could not be read: the attempt failed, but the
+/// status it answered with is kept.
+fn body_failed(status: hyper::StatusCode, code: OutcomeCode, reason: String) -> Outcome {
+    Outcome {
+        status_code: Some(status.as_u16()),
+        ..Outcome::failure(code, reason)
     }
 }
 
@@ -260,6 +277,9 @@ fn build_request(request: &OutgoingRequest<'_>) -> Request<Full<Bytes>> {
         "x-productbridge-delivery-id",
         value(&request.delivery_id.to_string()),
     );
+    for (name, text) in request.scheme_headers {
+        headers.insert(*name, value(text));
+    }
     http
 }
 

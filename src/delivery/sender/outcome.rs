@@ -1,11 +1,19 @@
 //! What one attempt came to: a stable machine code plus the human reason that
-//! goes into `last_error` and the attempt log (docs/CONTRACT.md §5 gives the style).
+//! goes into `last_error` and the attempt log (docs/CONTRACT.md §5 gives the style),
+//! and what the receiver asked of us: a later retry (`Retry-After` on 429
+//! and 503) or no more deliveries at all (410 Gone), docs/CONTRACT.md §3.
 
 use std::error::Error as StdError;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use hyper::header::HeaderValue;
 use hyper::StatusCode;
+
+/// The reason of a 410 answer: the delivery fails at once and the webhook
+/// is disabled.
+pub const GONE_REASON: &str =
+    "HTTP 410 Gone: the receiver says this webhook is gone; webhook disabled";
 
 /// Stable code of an attempt's outcome, stored in `delivery_attempts.outcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,12 +72,20 @@ pub struct Outcome {
     pub reason: Option<String>,
     /// The first bytes of the response body, lossily decoded.
     pub response_excerpt: Option<String>,
+    /// How long a 429 or 503 answer asked us to wait (`Retry-After`);
+    /// `None` without the header or when it is malformed.
+    pub retry_after: Option<Duration>,
 }
 
 impl Outcome {
     /// True for a 2xx response.
     pub fn is_success(&self) -> bool {
         self.code == OutcomeCode::Delivered
+    }
+
+    /// The receiver answered 410 Gone: the webhook is to be disabled.
+    pub fn is_gone(&self) -> bool {
+        self.code == OutcomeCode::HttpStatus && self.status_code == Some(410)
     }
 
     /// A failure without a response.
@@ -79,6 +95,26 @@ impl Outcome {
             status_code: None,
             reason: Some(reason.into()),
             response_excerpt: None,
+            retry_after: None,
+        }
+    }
+
+    /// Classifies a response: [`Outcome::from_status`], plus its
+    /// `Retry-After` header when the status is 429 or 503, read at `now`.
+    pub fn from_response(
+        status: StatusCode,
+        retry_after: Option<&HeaderValue>,
+        response_excerpt: Option<String>,
+        now: SystemTime,
+    ) -> Outcome {
+        let asks_to_wait = matches!(status.as_u16(), 429 | 503);
+        let retry_after = retry_after
+            .filter(|_| asks_to_wait)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, now));
+        Outcome {
+            retry_after,
+            ..Outcome::from_status(status, response_excerpt)
         }
     }
 
@@ -92,6 +128,8 @@ impl Outcome {
                 OutcomeCode::Redirect,
                 Some(format!("redirect (HTTP {}) not followed", status.as_u16())),
             )
+        } else if status == StatusCode::GONE {
+            (OutcomeCode::HttpStatus, Some(GONE_REASON.to_string()))
         } else {
             let text = match status.canonical_reason() {
                 Some(name) => format!("HTTP {} {name}", status.as_u16()),
@@ -104,8 +142,23 @@ impl Outcome {
             status_code: Some(status.as_u16()),
             reason,
             response_excerpt,
+            retry_after: None,
         }
     }
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3) as a delay from `now`: whole
+/// seconds, or an HTTP date (a date already past asks for no delay).
+/// Anything else is malformed: `None`, and the schedule alone decides.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More seconds than a u64 holds is still a valid (absurd) request:
+        // the cap applies to it like to any other.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// `300ms`, `10s`, `2m`: the same notation the flags take.
@@ -244,6 +297,63 @@ mod tests {
         );
         let odd = Outcome::from_status(StatusCode::from_u16(599).unwrap(), None);
         assert_eq!(odd.reason.as_deref(), Some("HTTP 599"));
+    }
+
+    #[test]
+    fn gone_names_the_disabled_webhook() {
+        let gone = Outcome::from_status(StatusCode::GONE, None);
+        assert!(gone.is_gone());
+        assert_eq!(gone.reason.as_deref(), Some(GONE_REASON));
+        assert!(!Outcome::from_status(StatusCode::NOT_FOUND, None).is_gone());
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date_and_ignores_the_rest() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(parse_retry_after("120", now), secs(120));
+        assert_eq!(parse_retry_after(" 0 ", now), secs(0));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            secs(u64::MAX)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:51:37 GMT", now),
+            secs(120)
+        );
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:50:37 GMT", now),
+            secs(60),
+            "the obsolete RFC 850 form"
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            secs(0),
+            "a date in the past asks for no delay"
+        );
+        for malformed in ["", "-5", "1.5", "soon", "120s", "Sun, 06 Nov 1994"] {
+            assert_eq!(parse_retry_after(malformed, now), None, "{malformed:?}");
+        }
+    }
+
+    #[test]
+    fn only_429_and_503_ask_for_a_delay() {
+        let now = SystemTime::now();
+        let thirty = HeaderValue::from_static("30");
+        for (status, expected) in [
+            (429, Some(Duration::from_secs(30))),
+            (503, Some(Duration::from_secs(30))),
+            (500, None),
+            (200, None),
+        ] {
+            let status = StatusCode::from_u16(status).unwrap();
+            let outcome = Outcome::from_response(status, Some(&thirty), None, now);
+            assert_eq!(outcome.retry_after, expected, "{status}");
+        }
+        let tomorrow = HeaderValue::from_static("tomorrow");
+        let outcome =
+            Outcome::from_response(StatusCode::TOO_MANY_REQUESTS, Some(&tomorrow), None, now);
+        assert_eq!(outcome.retry_after, None, "malformed: the schedule decides");
     }
 
     #[test]

@@ -114,6 +114,7 @@ impl Pair {
                 url: &receiver.url("/hook"),
                 label: "failover",
                 allow_private_targets: true,
+                signature_scheme: Default::default(),
             },
         )
         .await

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use webhookd::config::{RunArgs, SecretArgs};
 use webhookd::daemon::DaemonConfig;
 use webhookd::delivery::sender::{Resolve, SystemResolver};
-use webhookd::manage::{self, CreateWebhook};
+use webhookd::manage::{self, CreateWebhook, SignatureScheme};
 use webhookd::shutdown::{self, ShutdownTrigger};
 use webhookd::signing::SecretBox;
 
@@ -68,6 +68,11 @@ impl TestDb {
         webhookd::db::connect_single(&self.url)
             .await
             .expect("connect to test database")
+    }
+
+    /// Waits until `sql` (one number) gives `n`; panics with `what` after `limit`.
+    pub async fn wait_for_count(&self, what: &str, sql: &str, n: i64, limit: Duration) {
+        wait_until(what, limit, || async { self.count(sql).await == n }).await;
     }
 
     /// One number from a query.
@@ -134,6 +139,17 @@ impl TestApp {
 
     /// Creates a webhook (private targets allowed).
     pub async fn create_webhook(&self, organization: Uuid, url: &str) -> TestWebhook {
+        self.create_webhook_signed(organization, url, SignatureScheme::default())
+            .await
+    }
+
+    /// Creates a webhook of signature scheme `scheme` (private targets allowed).
+    pub async fn create_webhook_signed(
+        &self,
+        organization: Uuid,
+        url: &str,
+        scheme: SignatureScheme,
+    ) -> TestWebhook {
         let client = self.db.client().await;
         let created = manage::create(
             &client,
@@ -144,6 +160,7 @@ impl TestApp {
                 url,
                 label: "test",
                 allow_private_targets: true,
+                signature_scheme: scheme,
             },
         )
         .await
@@ -338,6 +355,34 @@ pub async fn http_request(
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     response
+}
+
+/// One management API request with `token` as the bearer token; returns
+/// status and JSON body (Null when empty).
+pub async fn api_call(
+    admin: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let headers = match token {
+        Some(token) => {
+            format!("Authorization: Bearer {token}\r\nContent-Type: application/json\r\n")
+        }
+        None => "Content-Type: application/json\r\n".to_string(),
+    };
+    let response = http_request(admin, method, path, &headers, &body).await;
+    let status: u16 = response[9..12].parse().unwrap();
+    let text = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    (
+        status,
+        serde_json::from_str(text).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// For a test that needs a tool or runtime that is missing: in CI (`CI`

@@ -108,6 +108,7 @@ pub async fn create_webhook(url: &str, key: &str, org: Uuid, target: &str) -> Uu
             url: target,
             label: "restart",
             allow_private_targets: true,
+            signature_scheme: Default::default(),
         },
     )
     .await

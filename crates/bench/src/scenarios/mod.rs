@@ -148,6 +148,7 @@ impl Bench {
             url: &url,
             label: "bench",
             allow_private_targets: true,
+            signature_scheme: Default::default(),
         };
         Ok(manage::create(
             &db.client,

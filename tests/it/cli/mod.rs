@@ -5,17 +5,18 @@
 //! database, and a deadline on every run. docs/CONTRACT.md §6: exit 0 on success, 2 on bad
 //! usage, configuration or input with one line on stderr, 1 on other failures.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::process::Command;
 use uuid::Uuid;
 
-use crate::harness::process::{create_args, Webhookd, COMMAND_LIMIT};
-use crate::harness::{expected_signature, secret_key, wait_until, Receiver, TestApp, TestDb};
+use crate::harness::process::{create_args, Webhookd};
+use crate::harness::{secret_key, TestApp, TestDb};
 
 /// Longest a delivery may take to be recorded.
+mod database;
+mod secrets;
+
 const DELIVERY_LIMIT: Duration = Duration::from_secs(20);
 /// A URL that passes validation with `--allow-private-targets` and is never contacted.
 const UNUSED_TARGET: &str = "http://127.0.0.1:9/x";
@@ -73,6 +74,7 @@ async fn webhooks_create_prints_one_object_with_the_secret_shown_this_once() {
             "label",
             "organization_id",
             "secret",
+            "signature_scheme",
             "status",
             "url"
         ],
@@ -83,6 +85,7 @@ async fn webhooks_create_prints_one_object_with_the_secret_shown_this_once() {
     assert_eq!(field(&created, "url"), UNUSED_TARGET);
     assert_eq!(field(&created, "label"), "L");
     assert_eq!(field(&created, "status"), "active");
+    assert_eq!(field(&created, "signature_scheme"), "productbridge");
     let rfc3339_millis =
         regex_lite::Regex::new(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$").unwrap();
     assert!(
@@ -117,6 +120,7 @@ async fn webhooks_create_prints_one_object_with_the_secret_shown_this_once() {
         "label",
         "status",
         "created_at",
+        "signature_scheme",
     ] {
         assert_eq!(webhook[name], created[name], "{name} as on create");
     }
@@ -321,135 +325,6 @@ async fn run_without_a_secret_key_exits_2_naming_webhookd_secret_key() {
         "{}",
         outcome.stderr
     );
-}
-
-/// Every command that works in the outbox schema, with otherwise valid arguments.
-fn commands_that_need_the_schema(org: &str) -> Vec<Vec<String>> {
-    let commands: [&[&str]; 5] = [
-        &[
-            "emit",
-            "--org",
-            org,
-            "--event",
-            "post.deleted",
-            "--data",
-            r#"{"id": "p1"}"#,
-        ],
-        &["webhooks", "list", "--org", org],
-        &create_args(org, UNUSED_TARGET),
-        &["redeliver", org],
-        &["run", "--admin-addr", "127.0.0.1:0"],
-    ];
-    commands
-        .iter()
-        .map(|args| args.iter().map(|arg| arg.to_string()).collect())
-        .collect()
-}
-
-#[tokio::test]
-async fn an_unreachable_database_exits_1_with_one_plain_line_and_no_password() {
-    let key = secret_key();
-    let org = Uuid::new_v4().to_string();
-    let mut commands = commands_that_need_the_schema(&org);
-    commands.push(vec!["migrate".to_string()]);
-    commands.push(vec!["webhooks".into(), "revoke".into(), org.clone()]);
-    for command in &commands {
-        let args: Vec<&str> = command.iter().map(String::as_str).collect();
-        let outcome = Webhookd::new(UNREACHABLE_DATABASE, &args)
-            .key(&key)
-            .output()
-            .await;
-        let line = outcome.failed_with(1);
-        assert!(!line.contains("hunter2"), "the password is shown: {line}");
-        assert!(
-            line.contains("database"),
-            "says plainly what failed: {line}"
-        );
-    }
-}
-
-/// `demo --database-url` is the server the demo uses, whatever
-/// `DATABASE_URL` says: here the flag names one that does not answer while
-/// the environment names one that does.
-#[tokio::test]
-async fn demo_uses_the_database_url_flag_over_the_environment() {
-    let outcome = Webhookd::new(
-        &crate::harness::server_url(),
-        &["demo", "--database-url", UNREACHABLE_DATABASE],
-    )
-    .output()
-    .await;
-    let line = outcome.failed_with(1);
-    assert!(
-        line.contains("cannot connect to the database") && line.contains("127.0.0.1:1/postgres"),
-        "the demo tried the flag's server: {line}"
-    );
-    assert!(!line.contains("hunter2"), "the password is shown: {line}");
-}
-
-#[tokio::test]
-async fn a_password_given_as_a_parameter_is_not_shown_either() {
-    let org = Uuid::new_v4().to_string();
-    for url in [
-        "postgres://postgres@127.0.0.1:1/postgres?password=hunter2",
-        "host=127.0.0.1 port=1 user=postgres password=hunter2 dbname=postgres",
-    ] {
-        let outcome = Webhookd::new(url, &["webhooks", "list", "--org", &org])
-            .output()
-            .await;
-        let line = outcome.failed_with(1);
-        assert!(!line.contains("hunter2"), "the password is shown: {line}");
-    }
-}
-
-#[tokio::test]
-async fn a_malformed_database_url_exits_2() {
-    let outcome = Webhookd::new(
-        "postgres://postgres:hunter2@127.0.0.1:1/postgres?x",
-        &["migrate"],
-    )
-    .output()
-    .await;
-    let line = outcome.failed_with(2);
-    assert!(line.contains("DATABASE_URL"), "{line}");
-    assert!(!line.contains("hunter2"), "the password is shown: {line}");
-}
-
-#[tokio::test]
-async fn a_database_without_the_schema_exits_2_and_says_to_run_migrate() {
-    let db = TestDb::empty().await;
-    let key = secret_key();
-    let org = Uuid::new_v4().to_string();
-    let commands = commands_that_need_the_schema(&org);
-    for command in &commands {
-        let args: Vec<&str> = command.iter().map(String::as_str).collect();
-        let outcome = Webhookd::new(&db.url, &args).key(&key).output().await;
-        let line = outcome.failed_with(2);
-        assert!(
-            line.contains("webhookd migrate"),
-            "`{}`: {line}",
-            args.join(" ")
-        );
-    }
-
-    Webhookd::new(&db.url, &["migrate"])
-        .output()
-        .await
-        .succeeded();
-    Webhookd::new(&db.url, &["migrate"])
-        .output()
-        .await
-        .succeeded();
-    let max: i32 = db
-        .client()
-        .await
-        .query_one("SELECT max(version) FROM outbox.schema_migrations", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(max, webhookd::db::SCHEMA_VERSION);
-    let emit: Vec<&str> = commands[0].iter().map(String::as_str).collect();
-    Webhookd::new(&db.url, &emit).output().await.succeeded();
 }
 
 #[tokio::test]
@@ -659,168 +534,4 @@ async fn a_missing_subcommand_exits_2_in_one_line_whether_or_not_database_url_is
             .await;
         outcome.failed_with(2);
     }
-}
-
-/// The first `pg_dump` on PATH, else one from the PostgreSQL packages.
-fn pg_dump() -> std::path::PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("pg_dump"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let packaged = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|versions| {
-            versions
-                .filter_map(|entry| entry.ok())
-                .map(|entry| entry.path().join("bin/pg_dump"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain(packaged)
-        .find(|candidate| candidate.is_file())
-        .expect("pg_dump on PATH or under /usr/lib/postgresql/*/bin")
-}
-
-#[tokio::test]
-async fn secrets_never_appear_in_trace_logs_or_a_database_dump() {
-    let app = TestApp::new().await;
-    let receiver = Receiver::with_status(200).await;
-    let org = Uuid::new_v4();
-
-    // Created with every log on: the secret belongs on stdout, once, and nowhere else.
-    let created = Webhookd::new(
-        &app.db.url,
-        &[
-            create_args(&org.to_string(), &receiver.url("/hook")),
-            vec!["--label", "leak check"],
-        ]
-        .concat(),
-    )
-    .key(&app.key)
-    .env("RUST_LOG", "trace")
-    .output()
-    .await;
-    let webhook: Value = created.json();
-    assert_eq!(
-        created.stdout.matches(field(&webhook, "secret")).count(),
-        1,
-        "{}",
-        created.stdout
-    );
-    let webhook_id = field(&webhook, "id").to_string();
-    let secret = field(&webhook, "secret").to_string();
-    let secret_random = secret.trim_start_matches("whsec_").to_string();
-    let secret_hex = hex::encode(secret.as_bytes());
-    let never_shown = |text: &str, place: &str| {
-        assert!(
-            !text.contains(&secret_random),
-            "the webhook secret appears in {place}"
-        );
-        assert!(
-            !text.contains(&secret_hex),
-            "the webhook secret appears hex-encoded in {place}"
-        );
-        assert!(
-            !text.contains(&app.key),
-            "WEBHOOKD_SECRET_KEY appears in {place}"
-        );
-    };
-    never_shown(&created.stderr, "the trace log of `webhooks create`");
-
-    let mut daemon = Webhookd::new(
-        &app.db.url,
-        &[
-            "run",
-            "--allow-private-targets",
-            "--retry-base-delay",
-            "100ms",
-            "--max-retries",
-            "1",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ],
-    )
-    .key(&app.key)
-    .env("RUST_LOG", "trace")
-    .start()
-    .await;
-
-    let emitted = Webhookd::new(
-        &app.db.url,
-        &[
-            "emit",
-            "--org",
-            &org.to_string(),
-            "--event",
-            "post.created",
-            "--data",
-            r#"{"id": "p1", "title": "Add dark mode"}"#,
-        ],
-    )
-    .env("RUST_LOG", "trace")
-    .output()
-    .await;
-    emitted.succeeded();
-    never_shown(&emitted.stderr, "the trace log of `emit`");
-
-    wait_until(
-        "the delivery is recorded as delivered",
-        DELIVERY_LIMIT,
-        || async {
-            app.db
-                .count("SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'")
-                .await
-                == 1
-        },
-    )
-    .await;
-    let requests = receiver.requests();
-    assert_eq!(requests.len(), 1);
-    assert_eq!(
-        requests[0].header("x-productbridge-signature"),
-        expected_signature(&secret, &requests[0].body),
-        "the captured secret is the one the daemon signs with"
-    );
-
-    daemon.signal("-TERM");
-    let status = daemon.exit_status().await;
-    let log = daemon.log_text();
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "SIGTERM is a clean stop; log:\n{log}"
-    );
-    assert!(
-        log.contains("TRACE"),
-        "the trace log was on, so the check means something"
-    );
-    assert!(!log.contains("panicked"), "{log}");
-    never_shown(&log, "the daemon's trace log");
-
-    let dump = tokio::time::timeout(
-        COMMAND_LIMIT,
-        Command::new(pg_dump())
-            .arg(format!("--dbname={}", app.db.url))
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("pg_dump within 30s")
-    .expect("run pg_dump");
-    assert!(
-        dump.status.success(),
-        "pg_dump: {}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
-    let dump = String::from_utf8_lossy(&dump.stdout);
-    assert!(
-        dump.contains(&webhook_id),
-        "the dump holds the webhook, so the check means something"
-    );
-    never_shown(&dump, "a pg_dump of the database");
 }
