@@ -173,9 +173,14 @@ mod tests {
         assert_eq!(or_dash(Some("a<b")), "a&lt;b");
         assert_eq!(
             when(Some("2026-05-09T12:34:56.789Z")),
-            "2026-05-09 12:34:56"
+            "<span class=\"t\">2026-05-09 12:34:56</span>"
         );
-        assert_eq!(when(Some("<x>")), "&lt;x&gt;");
+        assert_eq!(when(Some("<x>")), "<span class=\"t\">&lt;x&gt;</span>");
+        assert_eq!(
+            reason_line(Some("<i>")),
+            "<div class=\"reason\">&lt;i&gt;</div>"
+        );
+        assert_eq!(reason_line(None), "");
         assert!(page("<t>", false, "").contains("<title>&lt;t&gt; · webhookd</title>"));
     }
 
