@@ -1,9 +1,8 @@
 //! The management API for the dashboard backend (docs/CONTRACT.md §7), served on the
 //! admin address only when `WEBHOOKD_ADMIN_TOKEN` is set.
 //!
-//! Every request needs `Authorization: Bearer <token>`; the comparison is over
-//! SHA-256 digests in constant time, so neither the token's bytes nor its
-//! length leak through timing. JSON in and out; errors are
+//! Every request needs `Authorization: Bearer <token>`, compared in constant
+//! time ([`crate::admin::token`]). JSON in and out; errors are
 //! `{"error": "<one line>"}` with 400, 401, 404, 405 or 409.
 
 use std::sync::Arc;
@@ -15,9 +14,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::admin::token::AdminToken;
 use crate::delivery::sender::Resolve;
 use crate::error::{Error, ErrorKind};
 use crate::keys::Keyring;
@@ -30,7 +29,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// What the API needs.
 pub struct ManagementApi {
-    token_digest: [u8; 32],
+    token: AdminToken,
     pool: Pool,
     secrets: Keyring,
     allow_private_targets: bool,
@@ -78,7 +77,7 @@ impl ManagementApi {
     /// The API over the daemon's pool.
     pub fn new(config: ApiConfig, pool: Pool) -> Self {
         ManagementApi {
-            token_digest: Sha256::digest(config.token.as_bytes()).into(),
+            token: AdminToken::new(&config.token),
             pool,
             secrets: config.secrets,
             allow_private_targets: config.allow_private_targets,
@@ -113,13 +112,7 @@ impl ManagementApi {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .unwrap_or("");
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        // Constant time: every byte is compared whatever the first difference.
-        digest
-            .iter()
-            .zip(self.token_digest.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        self.token.matches(presented)
     }
 
     // One arm per endpoint, so the whole API reads as one table; each arm
@@ -293,20 +286,23 @@ fn delivery_filter(query: &str) -> Result<DeliveryFilter, ApiError> {
     Ok(filter)
 }
 
-/// Enough of percent-decoding for times (`%3A`, `+`).
-fn percent_decode(text: &str) -> String {
+/// Enough of percent-decoding for query values and form fields (`%3A`, `+`).
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                Ok(byte) => {
+            b'%' if i + 2 < bytes.len() => match std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            {
+                Some(byte) => {
                     out.push(byte);
                     i += 3;
                     continue;
                 }
-                Err(_) => out.push(b'%'),
+                None => out.push(b'%'),
             },
             b'+' => out.push(b' '),
             byte => out.push(byte),
@@ -327,6 +323,8 @@ mod tests {
             "2026-05-09T12:34:56Z"
         );
         assert_eq!(percent_decode("a+b%2"), "a b%2");
+        // A multi-byte character after `%` is kept, not split.
+        assert_eq!(percent_decode("%é1"), "%é1");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::api::ManagementApi;
 use crate::admin::metrics::Metrics;
+use crate::admin::ui::OperatorPage;
 use crate::delivery::claimer::InFlight;
 use crate::delivery::notifier::ListenStatus;
 use crate::error::{Error, Result};
@@ -39,6 +40,8 @@ pub struct AdminState {
     pub secret_key_ids: Arc<[String]>,
     /// The management API, when `WEBHOOKD_ADMIN_TOKEN` is set.
     pub api: Option<Arc<ManagementApi>>,
+    /// The operator page under `/ui/`, with the API.
+    pub ui: Option<Arc<OperatorPage>>,
 }
 
 /// The admin listener, bound and not yet serving.
@@ -104,6 +107,12 @@ async fn respond(
     if request.uri().path().starts_with("/v1/") {
         if let Some(api) = &state.api {
             return Ok(api.handle(request).await);
+        }
+    }
+    let path = request.uri().path();
+    if path == "/ui" || path.starts_with("/ui/") {
+        if let Some(ui) = &state.ui {
+            return Ok(ui.handle(request).await);
         }
     }
     let (status, body, content_type) = match request.uri().path() {

@@ -16,6 +16,7 @@ use super::sleep::Signals;
 use super::DaemonConfig;
 use crate::admin::api::{ApiConfig, ManagementApi};
 use crate::admin::metrics::Metrics;
+use crate::admin::ui::OperatorPage;
 use crate::admin::{AdminServer, AdminState};
 use crate::db;
 use crate::db::queue::AttemptRecord;
@@ -93,8 +94,8 @@ async fn connect(config: &DaemonConfig) -> Result<Shared> {
     })
 }
 
-/// What the admin server answers from, with the management API when a
-/// token is configured.
+/// What the admin server answers from, with the management API and the
+/// operator page when a token is configured.
 fn admin_state(config: &DaemonConfig, shared: &Shared) -> AdminState {
     let api = config.admin_token.as_ref().map(|token| {
         Arc::new(ManagementApi::new(
@@ -107,6 +108,10 @@ fn admin_state(config: &DaemonConfig, shared: &Shared) -> AdminState {
             shared.pool.clone(),
         ))
     });
+    let ui = config
+        .admin_token
+        .as_ref()
+        .map(|token| Arc::new(OperatorPage::new(token, shared.pool.clone())));
     AdminState {
         pool: shared.pool.clone(),
         listen: shared.signals.listen.clone(),
@@ -114,6 +119,7 @@ fn admin_state(config: &DaemonConfig, shared: &Shared) -> AdminState {
         in_flight: shared.in_flight.clone(),
         secret_key_ids: config.secrets.key_ids().into(),
         api,
+        ui,
     }
 }
 

@@ -7,6 +7,7 @@ pub mod emit_many;
 pub mod keys;
 pub mod maintenance;
 pub mod outage;
+pub mod overview;
 pub mod queue;
 pub mod retention;
 mod schema;

@@ -97,9 +97,25 @@ pub async fn insert(client: &impl GenericClient, webhook: &NewWebhook<'_>) -> Re
 
 /// An organization's webhooks with their status fields, oldest first.
 pub async fn list(client: &impl GenericClient, organization_id: Uuid) -> Result<Vec<WebhookRow>> {
+    listed(client, Some(organization_id), None, None).await
+}
+
+/// Webhooks with their status fields: of one organization, one webhook, or
+/// (both `None`) every webhook, by organization and oldest first, at most
+/// `limit`.
+pub(crate) async fn listed(
+    client: &impl GenericClient,
+    organization_id: Option<Uuid>,
+    webhook_id: Option<Uuid>,
+    limit: Option<i64>,
+) -> Result<Vec<WebhookRow>> {
     const LIST: Query = db::named!("listing webhooks", "webhook_list");
-    LIST.map(client, &[(&organization_id, Type::UUID)], listed_webhook)
-        .await
+    let params: [db::Param; 3] = [
+        (&organization_id, Type::UUID),
+        (&webhook_id, Type::UUID),
+        (&limit, Type::INT8),
+    ];
+    LIST.map(client, &params, listed_webhook).await
 }
 
 fn listed_webhook(row: &Row) -> WebhookRow {

@@ -5,6 +5,7 @@
 //! (docs/CONTRACT.md §6, §7); callers only parse, call and render.
 
 mod input;
+pub mod overview;
 pub mod view;
 
 pub use crate::db::webhooks::Revoked;

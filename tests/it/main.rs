@@ -19,6 +19,7 @@ mod lifecycle;
 mod logs;
 mod maintenance;
 mod management;
+mod operator_page;
 mod outages;
 mod pooler;
 mod producers;

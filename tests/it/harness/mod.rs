@@ -2,6 +2,7 @@
 //! at `DATABASE_URL`, real HTTP(S) receivers on 127.0.0.1, the daemon
 //! in-process or as the real binary, and waits on conditions with deadlines.
 
+pub mod browser;
 pub mod observer;
 pub mod pooler;
 pub mod process;
@@ -345,7 +346,7 @@ pub async fn http_request(
 ) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra_headers}\
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{extra_headers}\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
