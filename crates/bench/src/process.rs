@@ -61,6 +61,11 @@ impl Daemon {
             .ok_or_else(|| std::io::Error::other("the daemon did not name its admin address"))
     }
 
+    /// Whether the process has ended (its errors were echoed to stderr).
+    pub fn exited(&mut self) -> bool {
+        !self.process.is_running()
+    }
+
     /// CPU and peak RSS so far.
     pub fn usage(&self) -> Usage {
         let pid = self.process.pid();

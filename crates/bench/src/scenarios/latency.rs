@@ -40,10 +40,16 @@ impl Bench {
         let tally = &self.sink.tally;
         tally.reset();
         let postgres_before = process::postgres_cpu_seconds();
-        let daemon = Daemon::spawn(&db.url, &self.key, &[])?;
+        let mut daemon = Daemon::spawn(&db.url, &self.key, &[])?;
         // A first event proves the daemon listens before the clock starts.
         sql::emit_warm_up(&db.client, org).await?;
-        wait_for_ok(tally, 1, Duration::from_secs(30)).await?;
+        wait_for_ok(
+            tally,
+            1,
+            Duration::from_secs(30),
+            std::slice::from_mut(&mut daemon),
+        )
+        .await?;
         tally.reset();
         tally.record_arrivals();
         counter
@@ -53,7 +59,13 @@ impl Bench {
         let started = Instant::now();
         let produced = produce(&db.url, org, sizes).await?;
         let total = produced.commits.len() as u64;
-        wait_for_ok(tally, total, Duration::from_secs(60)).await?;
+        wait_for_ok(
+            tally,
+            total,
+            Duration::from_secs(60),
+            std::slice::from_mut(&mut daemon),
+        )
+        .await?;
         let seconds = started.elapsed().as_secs_f64();
         let postgres_cpu = process::postgres_cpu_seconds() - postgres_before;
         let usage = daemon.stop().await;

@@ -197,7 +197,7 @@ impl Bench {
         for _ in 0..replicas {
             daemons.push(Daemon::spawn(&db.url, &self.key, extra)?);
         }
-        wait_for_ok(tally, expected, Duration::from_secs(900)).await?;
+        wait_for_ok(tally, expected, Duration::from_secs(900), &mut daemons).await?;
         let seconds = tally
             .last_ok()
             .unwrap_or_else(Instant::now)
@@ -379,14 +379,26 @@ impl Bench {
     }
 }
 
-/// Waits until `/ok` saw `expected` requests, printing progress to stderr.
-async fn wait_for_ok(tally: &Tally, expected: u64, limit: Duration) -> BenchResult<()> {
+/// Waits until `/ok` saw `expected` requests, printing progress to stderr;
+/// gives up at `limit`, or at once when one of `daemons` has exited.
+async fn wait_for_ok(
+    tally: &Tally,
+    expected: u64,
+    limit: Duration,
+    daemons: &mut [Daemon],
+) -> BenchResult<()> {
     let deadline = Instant::now() + limit;
     let mut last_report = Instant::now();
     loop {
         let seen = tally.ok.load(Ordering::Relaxed);
         if seen >= expected {
             return Ok(());
+        }
+        if daemons.iter_mut().any(Daemon::exited) {
+            return Err(format!(
+                "a daemon exited after {seen} of {expected} deliveries (its errors are above)"
+            )
+            .into());
         }
         if Instant::now() > deadline {
             return Err(format!(

@@ -54,10 +54,16 @@ impl Bench {
         let autovacuum = sql::autovacuum(&db.client).await?;
         let tally = &self.sink.tally;
         tally.reset();
-        let daemon = Daemon::spawn(&db.url, &self.key, &[])?;
+        let mut daemon = Daemon::spawn(&db.url, &self.key, &[])?;
         let admin = daemon.admin_address().await?;
         sql::emit_warm_up(&db.client, org).await?;
-        wait_for_ok(tally, 1, Duration::from_secs(30)).await?;
+        wait_for_ok(
+            tally,
+            1,
+            Duration::from_secs(30),
+            std::slice::from_mut(&mut daemon),
+        )
+        .await?;
         tally.reset();
         tally.record_arrivals();
         let before = sql::relation_sizes(&db.client, &TABLES).await?;
@@ -132,6 +138,8 @@ impl Bench {
             &self.sink.tally,
             commits.len() as u64,
             Duration::from_secs(120),
+            // The daemon is the caller's; the deadline bounds this wait.
+            &mut [],
         )
         .await?;
         let metrics = horizon_metrics(admin, Duration::from_secs(35)).await;
