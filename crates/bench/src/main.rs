@@ -32,8 +32,9 @@ struct Args {
     #[arg(long, env = "DATABASE_URL", default_value = BENCH_DATABASE_URL, hide_env_values = true)]
     database_url: String,
     /// Comma-separated scenarios: ceiling, throughput, fanout, latency, isolation, replicas,
-    /// producer, backlog, soak, xmin. The ceiling runs first wherever it is named; the
-    /// delivery scenarios report their rate as a share of it.
+    /// producer, backlog, soak, xmin; and tenants (many receiver hosts; only when named).
+    /// The ceiling runs first wherever it is named; the delivery scenarios report their
+    /// rate as a share of it.
     #[arg(
         long,
         value_delimiter = ',',
@@ -111,6 +112,7 @@ async fn main() -> std::process::ExitCode {
             "backlog" => bench.backlog(&sizes).await,
             "soak" => bench.soak(&sizes).await,
             "xmin" => bench.xmin(&sizes).await,
+            "tenants" => bench.tenants(&sizes).await,
             other => Err(format!("unknown scenario {other}").into()),
         };
         match outcome {

@@ -66,12 +66,17 @@ impl Daemon {
         !self.process.is_running()
     }
 
+    /// The process id (for reading /proc).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// CPU and peak RSS so far.
     pub fn usage(&self) -> Usage {
         let pid = self.process.pid();
         Usage {
             cpu_seconds: cpu_seconds(pid).unwrap_or(0.0),
-            peak_rss_mib: peak_rss_kib(pid).unwrap_or(0) as f64 / 1024.0,
+            peak_rss_mib: status_kib(pid, "VmHWM:").unwrap_or(0) as f64 / 1024.0,
         }
     }
 
@@ -93,9 +98,15 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / TICKS_PER_SECOND)
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+/// Current resident set size in MiB (VmRSS) of `pid`.
+pub fn rss_mib(pid: u32) -> f64 {
+    status_kib(pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0
+}
+
+/// A KiB figure of /proc/<pid>/status, e.g. `VmHWM:` (peak RSS).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -157,4 +168,38 @@ pub fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+}
+
+/// TCP connections of `pid` that are established to `port` on the remote
+/// side: its socket descriptors matched by inode against its namespace's
+/// /proc/net/tcp (the table lists every process's sockets).
+pub fn established_to(pid: u32, port: u16) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let inodes: std::collections::HashSet<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    let remote_port = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| {
+            fields.len() > 9
+                && fields[2].ends_with(&remote_port)
+                && fields[3] == "01"
+                && inodes.contains(fields[9])
+        })
+        .count()
 }

@@ -1,9 +1,11 @@
 //! The benchmark's receiver: counts and timestamps arrivals and verifies
 //! nothing, so it is never the bottleneck (its own capacity is measured).
-//! Paths choose behaviour: `/ok` answers 204, `/fail` 503, `/hang` never.
+//! Paths choose behaviour: `/ok` answers 204, `/fail` 503, `/hang` never;
+//! `/w/{index}` answers 204 like `/ok` and, when asked, records the first
+//! arrival per index (the tenants scenario's webhooks).
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +34,8 @@ pub struct Tally {
     last_ok: Mutex<Option<Instant>>,
     /// (event data id, arrival) when latency is being recorded.
     arrivals: Mutex<Option<Vec<(String, Instant)>>>,
+    /// First arrival per `/w/{index}` when those are being recorded.
+    firsts: Mutex<Option<Vec<Option<Instant>>>>,
 }
 
 impl Tally {
@@ -43,6 +47,16 @@ impl Tally {
     /// The recorded arrivals.
     pub fn take_arrivals(&self) -> Vec<(String, Instant)> {
         self.arrivals.lock().unwrap().take().unwrap_or_default()
+    }
+
+    /// Starts recording the first arrival at each of `/w/0` .. `/w/{count - 1}`.
+    pub fn record_firsts(&self, count: usize) {
+        *self.firsts.lock().unwrap() = Some(vec![None; count]);
+    }
+
+    /// The recorded first arrivals, by index (`None`: nothing arrived).
+    pub fn take_firsts(&self) -> Vec<Option<Instant>> {
+        self.firsts.lock().unwrap().take().unwrap_or_default()
     }
 
     /// When the last `/ok` request arrived.
@@ -58,6 +72,7 @@ impl Tally {
         self.ids.lock().unwrap().clear();
         *self.last_ok.lock().unwrap() = None;
         *self.arrivals.lock().unwrap() = None;
+        *self.firsts.lock().unwrap() = None;
     }
 }
 
@@ -67,34 +82,65 @@ pub struct Sink {
     pub address: SocketAddr,
     /// What it saw.
     pub tally: Arc<Tally>,
+    /// The accept loops, ended when the sink is dropped.
+    listeners: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        for listener in &self.listeners {
+            listener.abort();
+        }
+    }
 }
 
 impl Sink {
     /// Listens on 127.0.0.1, on its own runtime threads' share of the machine.
     pub async fn start() -> std::io::Result<Sink> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        Sink::start_on(&[]).await
+    }
+
+    /// Listens on 127.0.0.1 and on each of `more` (loopback addresses), all
+    /// on the same port, counting into one tally.
+    pub async fn start_on(more: &[IpAddr]) -> std::io::Result<Sink> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let address = listener.local_addr()?;
         let tally = Arc::new(Tally::default());
-        let shared = tally.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let _ = stream.set_nodelay(true);
-                let tally = shared.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| respond(request, tally.clone()));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Ok(Sink { address, tally })
+        let mut listeners = vec![listener];
+        for ip in more {
+            listeners.push(TcpListener::bind((*ip, address.port())).await?);
+        }
+        let listeners = listeners
+            .into_iter()
+            .map(|listener| serve(listener, tally.clone()))
+            .collect();
+        Ok(Sink {
+            address,
+            tally,
+            listeners,
+        })
     }
 
     /// URL of a behaviour path.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }
+}
+
+/// Accepts connections on `listener` and answers them, counting into `tally`.
+fn serve(listener: TcpListener, shared: Arc<Tally>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let tally = shared.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| respond(request, tally.clone()));
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
 }
 
 async fn respond(
@@ -135,6 +181,16 @@ async fn respond(
                 if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) {
                     if let Some(data_id) = value["data"]["id"].as_str() {
                         arrivals.push((data_id.to_string(), now));
+                    }
+                }
+            }
+            if let Some(index) = path
+                .strip_prefix("/w/")
+                .and_then(|i| i.parse::<usize>().ok())
+            {
+                if let Some(firsts) = tally.firsts.lock().unwrap().as_mut() {
+                    if let Some(first @ None) = firsts.get_mut(index) {
+                        *first = Some(now);
                     }
                 }
             }

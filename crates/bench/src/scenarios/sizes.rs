@@ -22,6 +22,8 @@ pub struct Sizes {
     pub(super) ceiling_deliveries: i64,
     /// The ceiling's connection counts; the best counts.
     pub(super) ceiling_workers: &'static [usize],
+    /// Tenants: organizations, webhooks per organization, events per organization.
+    pub(super) tenants: (usize, usize, i64),
 }
 
 impl Sizes {
@@ -45,6 +47,7 @@ impl Sizes {
             xmin_rate: 50,
             ceiling_deliveries: 200_000,
             ceiling_workers: &[1, 2, 4],
+            tenants: (500, 4, 40),
         }
     }
 
@@ -80,6 +83,7 @@ impl Sizes {
             xmin_rate: 50,
             ceiling_deliveries: 40_000,
             ceiling_workers: &[2, 4],
+            tenants: (100, 4, 10),
         }
     }
 }
