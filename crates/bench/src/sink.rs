@@ -130,7 +130,17 @@ impl Sink {
 /// Accepts connections on `listener` and answers them, counting into `tally`.
 fn serve(listener: TcpListener, shared: Arc<Tally>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                // Out of descriptors (thousands of hosts, several connections
+                // each): keep listening and take the next once some closed,
+                // rather than refuse every later connection.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let tally = shared.clone();
             tokio::spawn(async move {

@@ -16,8 +16,9 @@ use crate::process::{self, Daemon};
 use crate::sink::Sink;
 use crate::sql;
 
-/// Longest a run may take.
-const RUN_LIMIT: Duration = Duration::from_secs(900);
+/// Longest a run may take (a backlog that drains takes well under a
+/// minute; deliveries that failed for good are never waited out).
+const RUN_LIMIT: Duration = Duration::from_secs(300);
 /// How long after the last delivery the daemon's idle RSS is read.
 const IDLE_AFTER: Duration = Duration::from_secs(5);
 /// Addresses per third octet: 127.0.a.1 ..= 127.0.a.250.
