@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{round3, wait_for_ok, Bench, BenchResult, Sizes};
+use super::{round3, wait_for_ok, warm_up, Bench, BenchResult, Sizes};
 use crate::process::{self, Daemon};
-use crate::{pgstats, sql};
+use crate::pgstats;
 
 const PRODUCERS: u64 = 4;
 
@@ -41,17 +41,7 @@ impl Bench {
         tally.reset();
         let postgres_before = process::postgres_cpu_seconds();
         let mut daemon = Daemon::spawn(&db.url, &self.key, &[])?;
-        // A first event proves the daemon listens before the clock starts.
-        sql::emit_warm_up(&db.client, org).await?;
-        wait_for_ok(
-            tally,
-            1,
-            Duration::from_secs(30),
-            std::slice::from_mut(&mut daemon),
-        )
-        .await?;
-        tally.reset();
-        tally.record_arrivals();
+        warm_up(tally, &db.client, org, &mut daemon).await?;
         counter
             .window_starts(&db, daemon.usage().cpu_seconds)
             .await?;

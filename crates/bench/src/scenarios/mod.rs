@@ -385,6 +385,22 @@ impl Bench {
     }
 }
 
+/// A first event proves the daemon listens before the clock starts; then
+/// the tally starts afresh, recording each arrival's time.
+async fn warm_up(
+    tally: &Tally,
+    client: &tokio_postgres::Client,
+    org: uuid::Uuid,
+    daemon: &mut Daemon,
+) -> BenchResult<()> {
+    sql::emit_warm_up(client, org).await?;
+    let limit = Duration::from_secs(30);
+    wait_for_ok(tally, 1, limit, std::slice::from_mut(daemon)).await?;
+    tally.reset();
+    tally.record_arrivals();
+    Ok(())
+}
+
 /// Waits until `/ok` saw `expected` requests, printing progress to stderr;
 /// gives up at `limit`, or at once when one of `daemons` has exited.
 async fn wait_for_ok(

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-use super::{round3, wait_for_ok, Bench, BenchDb, BenchResult, Sizes};
+use super::{round3, wait_for_ok, warm_up, Bench, BenchDb, BenchResult, Sizes};
 use crate::process::Daemon;
 use crate::sql;
 
@@ -56,16 +56,7 @@ impl Bench {
         tally.reset();
         let mut daemon = Daemon::spawn(&db.url, &self.key, &[])?;
         let admin = daemon.admin_address().await?;
-        sql::emit_warm_up(&db.client, org).await?;
-        wait_for_ok(
-            tally,
-            1,
-            Duration::from_secs(30),
-            std::slice::from_mut(&mut daemon),
-        )
-        .await?;
-        tally.reset();
-        tally.record_arrivals();
+        warm_up(tally, &db.client, org, &mut daemon).await?;
         let before = sql::relation_sizes(&db.client, &TABLES).await?;
         let run = self
             .held_run(&db, org, (rate, seconds, window), admin)
