@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{round3, wait_for_ok, warm_up, Bench, BenchResult, Sizes};
-use crate::process::{self, Daemon};
 use crate::pgstats;
+use crate::process::{self, Daemon};
 
 const PRODUCERS: u64 = 4;
 
