@@ -1,5 +1,6 @@
 -- A webhook's deliveries, newest first, optionally of one status and before a
--- creation time (the cursor of the next page).
+-- cursor: a creation time, and the id of the last delivery of the page before
+-- (deliveries created by one fan-out statement share their creation time).
 -- One ordered range of deliveries_by_webhook (webhook_id, status,
 -- created_at) per status, merged: index-backed at any table size, where a
 -- plain ORDER BY created_at would sort all of the webhook's rows.
@@ -10,7 +11,8 @@ WITH page AS (
         SELECT *
         FROM outbox.deliveries
         WHERE webhook_id = $1 AND status = s.status
-          AND ($3::timestamptz IS NULL OR created_at < $3)
+          AND ($3::timestamptz IS NULL OR created_at < $3
+               OR (created_at = $3 AND id < $5::uuid))
         ORDER BY created_at DESC
         LIMIT $4
     ) d

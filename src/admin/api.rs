@@ -264,17 +264,20 @@ fn parse_time(text: &str, field: &str) -> Result<DateTime<Utc>, ApiError> {
     Ok(manage::parse_time(text, field)?)
 }
 
-/// `status`, `limit` and `before` of the deliveries listing.
+/// `status`, `limit`, `before` and `before_id` of the deliveries listing.
 fn delivery_filter(query: &str) -> Result<DeliveryFilter, ApiError> {
     let mut filter = DeliveryFilter::default();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_decode(value);
         filter = match key {
-            _ if value.is_empty() && ["status", "limit", "before"].contains(&key) => filter,
+            _ if value.is_empty() && ["status", "limit", "before", "before_id"].contains(&key) => {
+                filter
+            }
             "status" => filter.with_status(&value)?,
             "limit" => filter.with_limit(&value)?,
             "before" => filter.with_before(parse_time(&value, "before")?),
+            "before_id" => filter.with_before_id(parse_id(&value, "before_id")?),
             other => {
                 return Err(bad_request(format!(
                     "unknown query parameter \"{}\"",

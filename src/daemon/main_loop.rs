@@ -19,9 +19,10 @@ use super::sleep::{Signals, Sleep, Tick, POLL_WITHOUT_LISTEN};
 use super::wakeup::{IdleStep, WakeupSwitch};
 use crate::admin::metrics::Metrics;
 use crate::db;
+use crate::db::queue::NextWork;
 use crate::delivery::claimer::{Claim, Claimer, InFlight};
 use crate::delivery::dispatcher::Dispatcher;
-use crate::delivery::fanout::{FanOut, FanOutRound, PumpControl};
+use crate::delivery::fanout::{FanOut, PumpControl};
 use crate::delivery::notifier::ListenState;
 use crate::delivery::sender::Sender;
 use crate::error::Result;
@@ -56,6 +57,18 @@ pub(super) struct MainLoop {
     pub metrics: Arc<Metrics>,
     pub signals: Signals,
     pub timing: LoopTiming,
+}
+
+/// What the loop's fan-out did.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fanned {
+    /// The batch was full.
+    more: bool,
+    /// Deliveries it created leased and started.
+    leased: usize,
+    /// Nothing else is due: the claim is skipped, and this says when work
+    /// is next due.
+    caught_up: Option<NextWork>,
 }
 
 /// What one claim asked for and got.
@@ -121,9 +134,14 @@ impl MainLoop {
         }
     }
 
-    /// One round: fan out, claim, dispatch; then decide how long to sleep.
+    /// One round: fan out (leasing and starting what fits), claim what else
+    /// is due, dispatch; then decide how long to sleep.
     async fn tick(&self, tasks: &mut JoinSet<()>, switch: &mut WakeupSwitch) -> Result<Tick> {
-        let fanned = self.fan_out().await?;
+        let fanned = self.fan_out(tasks).await?;
+        if let Some(next) = fanned.caught_up {
+            // The common case at a modest rate: one statement per event.
+            return self.drained(switch, fanned.leased, Some(next)).await;
+        }
         let claimed = self.claim(tasks).await?;
         if claimed.asked == 0 {
             // Every slot is taken until results are written: the completer
@@ -136,19 +154,31 @@ impl MainLoop {
         if claimed.count == claimed.asked || fanned.more || pumping {
             return self.busy(switch, claimed, pumping).await;
         }
-        self.drained(switch, claimed.count).await
+        self.drained(switch, claimed.count, None).await
     }
 
-    /// The loop's own fan-out batch, unless the pump is draining a backlog;
-    /// a full batch starts the pump.
-    async fn fan_out(&self) -> Result<FanOutRound> {
+    /// The loop's own fan-out batch, whose new deliveries that fit into free
+    /// slots come back leased and are started at once; skipped while the
+    /// pump drains a backlog, and a full batch starts the pump.
+    async fn fan_out(&self, tasks: &mut JoinSet<()>) -> Result<Fanned> {
         if self.pump.is_running() {
-            return Ok(FanOutRound::default());
+            return Ok(Fanned::default());
         }
-        let fanned = self.fanout.run_once().await?;
-        self.metrics.fanned_out(fanned.events, fanned.deliveries);
-        if fanned.more {
+        let slots = self.claimer.slots(&self.in_flight);
+        let round = self.fanout.run_leasing(&slots).await?;
+        self.metrics
+            .fanned_out(round.round.events, round.round.deliveries);
+        if round.round.more {
             self.pump.start();
+        }
+        let fanned = Fanned {
+            more: round.round.more,
+            leased: round.leased.deliveries.len(),
+            caught_up: round.caught_up(),
+        };
+        self.metrics.claimed(fanned.leased);
+        if fanned.leased > 0 {
+            self.dispatch(round.leased, tasks).await?;
         }
         Ok(fanned)
     }
@@ -209,11 +239,20 @@ impl MainLoop {
     }
 
     /// Claimed less than it asked for: turn NOTIFY on, wait out its fence,
-    /// then sleep until the next due time at the most.
-    async fn drained(&self, switch: &mut WakeupSwitch, claimed: usize) -> Result<Tick> {
+    /// then sleep until the next due time at the most. `known` is when work
+    /// is next due if this round already read it.
+    async fn drained(
+        &self,
+        switch: &mut WakeupSwitch,
+        claimed: usize,
+        known: Option<NextWork>,
+    ) -> Result<Tick> {
         let poll_interval = self.timing.poll_interval;
         let client = self.pool.get().await?;
-        let next = db::queue::next_work(&**client).await?;
+        let next = match known {
+            Some(next) => next,
+            None => db::queue::next_work(&**client).await?,
+        };
         let listening = self.signals.listen.get() == ListenState::Active;
         let most = match switch.on_idle(&next) {
             // No notification can come: nothing to switch on or fence, and

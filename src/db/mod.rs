@@ -71,6 +71,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "signature scheme per webhook",
         include_str!("../../sql/migrations/0008_signature_scheme.sql"),
     ),
+    (
+        9,
+        "fan-out that leases",
+        include_str!("../../sql/migrations/0009_leased_fan_out.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.

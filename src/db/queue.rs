@@ -35,22 +35,12 @@ pub async fn fan_out(client: &impl GenericClient, batch: i32) -> Result<FanOutCo
 /// The parameters of one claim.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
-    /// Claim at most this many.
-    pub limit: i32,
     /// How many of the oldest due rows to look at (fairness window).
     pub scan_window: i32,
     /// Look webhook by webhook instead of at the oldest due rows.
     pub by_webhook: bool,
-    /// Webhooks with deliveries in flight …
-    pub busy: &'a [Uuid],
-    /// … and how many more each may take (0: at its cap).
-    pub free_slots: &'a [i32],
-    /// In-flight cap for a webhook with nothing in flight.
-    pub per_webhook_cap: i32,
-    /// How long the rows stay reserved.
-    pub lease: Duration,
-    /// Fencing token written on every claimed row.
-    pub token: Uuid,
+    /// The free slots to fill and the lease.
+    pub room: Room<'a>,
 }
 
 /// A claimed delivery with what sending it needs.
@@ -79,40 +69,116 @@ pub struct ClaimedDelivery {
 /// Leases due deliveries.
 pub async fn claim(client: &impl GenericClient, request: &ClaimRequest<'_>) -> Result<ClaimedRows> {
     const CLAIM: Query = db::named!("claiming deliveries", "claim");
-    let lease_ms = i64::try_from(request.lease.as_millis()).unwrap_or(i64::MAX);
+    let room = &request.room;
+    let lease_ms = i64::try_from(room.lease.as_millis()).unwrap_or(i64::MAX);
     let rows = CLAIM
         .all(
             client,
             &[
-                (&request.limit, Type::INT4),
+                (&room.limit, Type::INT4),
                 (&request.scan_window, Type::INT4),
                 (&request.by_webhook, Type::BOOL),
-                (&request.busy, Type::UUID_ARRAY),
-                (&request.free_slots, Type::INT4_ARRAY),
-                (&request.per_webhook_cap, Type::INT4),
+                (&room.busy, Type::UUID_ARRAY),
+                (&room.free_slots, Type::INT4_ARRAY),
+                (&room.per_webhook_cap, Type::INT4),
                 (&lease_ms, Type::INT8),
-                (&request.token, Type::UUID),
+                (&room.token, Type::UUID),
             ],
         )
         .await?;
     let window_rows = rows.first().map(|row| row.get("window_rows")).unwrap_or(0);
-    let deliveries = rows
-        .iter()
-        .map(|row| ClaimedDelivery {
-            id: row.get("id"),
-            webhook_id: row.get("webhook_id"),
-            event_id: row.get("event_id"),
-            attempt: row.get("attempts"),
-            event: row.get("event"),
-            organization_id: row.get("organization_id"),
-            occurred_at: row.get("occurred_at"),
-            data: row.get("data"),
-            url: row.get("url"),
-        })
-        .collect();
+    let deliveries = rows.iter().map(claimed_delivery).collect();
     Ok(ClaimedRows {
         deliveries,
         window_rows,
+    })
+}
+
+/// A leased row of the claim or of the leasing fan-out.
+fn claimed_delivery(row: &tokio_postgres::Row) -> ClaimedDelivery {
+    ClaimedDelivery {
+        id: row.get("id"),
+        webhook_id: row.get("webhook_id"),
+        event_id: row.get("event_id"),
+        attempt: row.get("attempts"),
+        event: row.get("event"),
+        organization_id: row.get("organization_id"),
+        occurred_at: row.get("occurred_at"),
+        data: row.get("data"),
+        url: row.get("url"),
+    }
+}
+
+/// The free slots a lease may fill, as the claim and the leasing fan-out
+/// take them.
+#[derive(Debug, Clone)]
+pub struct Room<'a> {
+    /// Lease at most this many in all.
+    pub limit: i32,
+    /// Webhooks with deliveries in flight …
+    pub busy: &'a [Uuid],
+    /// … and how many more each may take (0: at its cap).
+    pub free_slots: &'a [i32],
+    /// Slots of a webhook with nothing in flight.
+    pub per_webhook_cap: i32,
+    /// How long the rows stay reserved.
+    pub lease: Duration,
+    /// Fencing token written on every leased row.
+    pub token: Uuid,
+}
+
+/// What one leasing fan-out did.
+#[derive(Debug, Clone)]
+pub struct FannedAndLeased {
+    /// Events and deliveries.
+    pub count: FanOutCount,
+    /// Deliveries created due now but not leased (no free slot).
+    pub unleased: i64,
+    /// The deliveries created already leased, ready to send.
+    pub deliveries: Vec<ClaimedDelivery>,
+    /// When there is next something to do, as [`next_work`] says, from the
+    /// same statement (it does not count `unleased`).
+    pub next: NextWork,
+}
+
+/// Fans out up to `batch` events, creating the deliveries that fit into
+/// `room` already leased (migration 0009).
+pub async fn fan_out_lease(
+    client: &impl GenericClient,
+    batch: i32,
+    room: &Room<'_>,
+) -> Result<FannedAndLeased> {
+    const FAN_OUT_LEASE: Query = db::named!("fanning out events", "fan_out_lease");
+    let lease_ms = i64::try_from(room.lease.as_millis()).unwrap_or(i64::MAX);
+    let rows = FAN_OUT_LEASE
+        .all(
+            client,
+            &[
+                (&batch, Type::INT4),
+                (&room.limit, Type::INT4),
+                (&room.busy, Type::UUID_ARRAY),
+                (&room.free_slots, Type::INT4_ARRAY),
+                (&room.per_webhook_cap, Type::INT4),
+                (&lease_ms, Type::INT8),
+                (&room.token, Type::UUID),
+            ],
+        )
+        .await?;
+    // The one row without a delivery id carries the batch's summary.
+    let (summary, leased): (Vec<_>, Vec<_>) = rows
+        .iter()
+        .partition(|row| row.get::<_, Option<Uuid>>("id").is_none());
+    let summary = summary.first().ok_or_else(|| {
+        crate::error::Error::schema("outbox.daemon_fan_out_lease returned no summary row")
+    })?;
+    Ok(FannedAndLeased {
+        count: FanOutCount {
+            events: summary.get("events"),
+            deliveries: summary.get("deliveries"),
+        },
+        unleased: summary.get("unleased"),
+        deliveries: leased.into_iter().map(claimed_delivery).collect(),
+        next: next_work_of(summary),
     })
 }
 
@@ -304,13 +370,17 @@ pub struct NextWork {
 pub async fn next_work(client: &impl GenericClient) -> Result<NextWork> {
     const NEXT_WAKEUP: Query = db::named!("finding the next due delivery", "next_wakeup");
     let row = NEXT_WAKEUP.one(client, &[]).await?;
+    Ok(next_work_of(&row))
+}
+
+fn next_work_of(row: &tokio_postgres::Row) -> NextWork {
     let next_at: Option<DateTime<Utc>> = row.get("next_at");
     let now: DateTime<Utc> = row.get("db_now");
-    Ok(NextWork {
+    NextWork {
         due_in: next_at.map(|next| (next - now).to_std().unwrap_or(Duration::ZERO)),
         notify_on: row.get::<_, Option<bool>>("notify_on").unwrap_or(true),
         oldest_running: row.get("oldest_running"),
-    })
+    }
 }
 
 /// Turns producers' NOTIFY on or off. When turning it on, returns the fence:

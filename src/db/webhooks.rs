@@ -276,8 +276,10 @@ pub struct DeliveryRow {
 pub struct DeliveryPage<'a> {
     /// Only this status.
     pub status: Option<&'a str>,
-    /// Only created before this.
+    /// Only created before this …
     pub before: Option<DateTime<Utc>>,
+    /// … or at that time with a smaller id.
+    pub before_id: Option<Uuid>,
     /// At most this many.
     pub limit: i64,
 }
@@ -302,11 +304,12 @@ pub async fn deliveries(
 ) -> Result<Vec<DeliveryRow>> {
     const ATTEMPT_LOG: Query = db::named!("listing attempts", "attempts_for_deliveries");
     const DELIVERIES: Query = db::named!("listing deliveries", "deliveries_for_webhook");
-    let params: [db::Param; 4] = [
+    let params: [db::Param; 5] = [
         (&webhook_id, Type::UUID),
         (&page.status, Type::TEXT),
         (&page.before, Type::TIMESTAMPTZ),
         (&page.limit, Type::INT8),
+        (&page.before_id, Type::UUID),
     ];
     let rows = DELIVERIES.all(client, &params).await?;
     let mut deliveries: Vec<DeliveryRow> = rows.iter().map(delivery).collect();

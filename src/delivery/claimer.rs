@@ -197,11 +197,7 @@ impl Claimer {
     /// behind their backlog; a second statement then looks webhook by webhook.
     pub async fn run_once(&self, in_flight: &InFlight) -> Result<Claim> {
         let start = i32::try_from(in_flight.pacing().start).unwrap_or(i32::MAX);
-        let free = self
-            .config
-            .max_in_flight
-            .saturating_sub(in_flight.total())
-            .min(self.config.batch);
+        let free = self.free(in_flight);
         let mut rooms = in_flight.rooms();
         let mut claim = Claim {
             token: Uuid::new_v4(),
@@ -240,6 +236,32 @@ impl Claimer {
         Ok(claim)
     }
 
+    /// How many deliveries may be leased now: the replica's free slots, at
+    /// most one batch.
+    pub fn free(&self, in_flight: &InFlight) -> usize {
+        self.config
+            .max_in_flight
+            .saturating_sub(in_flight.total())
+            .min(self.config.batch)
+    }
+
+    /// The slots a lease may fill now, for the leasing fan-out: the same
+    /// limits the claim applies.
+    pub fn slots(&self, in_flight: &InFlight) -> Slots {
+        let rooms = in_flight.rooms();
+        let (busy, free_slots) = rooms
+            .into_iter()
+            .map(|(webhook, room)| (webhook, room.max(0)))
+            .unzip();
+        Slots {
+            limit: self.free(in_flight),
+            busy,
+            free_slots,
+            per_webhook_cap: i32::try_from(self.config.pacing.start).unwrap_or(i32::MAX),
+            lease: self.config.lease,
+        }
+    }
+
     async fn claim(
         &self,
         client: &tokio_postgres::Client,
@@ -255,16 +277,47 @@ impl Claimer {
         let busy: Vec<Uuid> = rooms.keys().copied().collect();
         let free_slots: Vec<i32> = busy.iter().map(|webhook| rooms[webhook].max(0)).collect();
         let request = ClaimRequest {
-            limit: i32::try_from(limit).unwrap_or(i32::MAX),
             scan_window,
             by_webhook,
-            busy: &busy,
-            free_slots: &free_slots,
-            per_webhook_cap: start,
-            lease: self.config.lease,
-            token,
+            room: queue::Room {
+                limit: i32::try_from(limit).unwrap_or(i32::MAX),
+                busy: &busy,
+                free_slots: &free_slots,
+                per_webhook_cap: start,
+                lease: self.config.lease,
+                token,
+            },
         };
         queue::claim(client, &request).await
+    }
+}
+
+/// Free slots, as a statement that leases takes them.
+#[derive(Debug, Clone, Default)]
+pub struct Slots {
+    /// Most deliveries in all.
+    pub limit: usize,
+    /// Webhooks with deliveries in flight …
+    pub busy: Vec<Uuid>,
+    /// … and how many more each may take.
+    pub free_slots: Vec<i32>,
+    /// Slots of a webhook with nothing in flight.
+    pub per_webhook_cap: i32,
+    /// How long leased rows stay reserved.
+    pub lease: Duration,
+}
+
+impl Slots {
+    /// The statement's view of these slots, leasing under `token`.
+    pub fn room(&self, token: Uuid) -> queue::Room<'_> {
+        queue::Room {
+            limit: i32::try_from(self.limit).unwrap_or(i32::MAX),
+            busy: &self.busy,
+            free_slots: &self.free_slots,
+            per_webhook_cap: self.per_webhook_cap,
+            lease: self.lease,
+            token,
+        }
     }
 }
 

@@ -16,9 +16,11 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use tokio::sync::Notify;
 use tracing::warn;
+use uuid::Uuid;
 
 use crate::admin::metrics::Metrics;
-use crate::db::queue;
+use crate::db::queue::{self, NextWork};
+use crate::delivery::claimer::{Claim, Slots};
 use crate::error::Result;
 use crate::service::Service;
 use crate::shutdown::Shutdown;
@@ -61,6 +63,30 @@ impl FanOut {
         self.run_batch(self.config.batch).await
     }
 
+    /// Fans out one batch of the claim loop's size and creates the
+    /// deliveries that fit into `slots` already leased, ready to send: no
+    /// claim is needed for them.
+    pub async fn run_leasing(&self, slots: &Slots) -> Result<LeasingRound> {
+        let client = self.pool.get().await?;
+        let token = Uuid::new_v4();
+        let batch = self.config.batch;
+        let done = queue::fan_out_lease(&**client, batch, &slots.room(token)).await?;
+        Ok(LeasingRound {
+            round: FanOutRound {
+                events: done.count.events,
+                deliveries: done.count.deliveries,
+                more: done.count.events >= i64::from(batch),
+            },
+            leased: Claim {
+                token,
+                asked: slots.limit,
+                deliveries: done.deliveries,
+            },
+            unleased: done.unleased,
+            next: done.next,
+        })
+    }
+
     async fn run_batch(&self, batch: i32) -> Result<FanOutRound> {
         let client = self.pool.get().await?;
         let count = queue::fan_out(&**client, batch).await?;
@@ -81,6 +107,32 @@ pub struct FanOutRound {
     pub deliveries: i64,
     /// The batch was full: more events are probably waiting.
     pub more: bool,
+}
+
+/// What one call of [`FanOut::run_leasing`] did.
+#[derive(Debug)]
+pub struct LeasingRound {
+    /// Events fanned out and deliveries created.
+    pub round: FanOutRound,
+    /// The deliveries created already leased.
+    pub leased: Claim,
+    /// Deliveries created due now that found no free slot.
+    pub unleased: i64,
+    /// When work is next due, read by the same statement (it cannot see
+    /// the rows it created itself: `unleased` counts those).
+    pub next: NextWork,
+}
+
+impl LeasingRound {
+    /// When nothing but what this round leased is due (the batch was not
+    /// full, every delivery found a slot, no retry or expired lease is due),
+    /// the claim has nothing to find: when work is next due.
+    pub fn caught_up(&self) -> Option<NextWork> {
+        let nothing_else = !self.round.more
+            && self.unleased == 0
+            && self.next.due_in != Some(std::time::Duration::ZERO);
+        nothing_else.then_some(self.next)
+    }
 }
 
 /// Starts the [`FanOutPump`] and tells whether it is draining; the claim

@@ -125,8 +125,11 @@ impl NewEvent {
 pub struct DeliveryFilter {
     /// Only this status.
     pub status: Option<String>,
-    /// Only created before this.
+    /// Only created before this …
     pub before: Option<DateTime<Utc>>,
+    /// … or at that very time with a smaller id: the last item of a page,
+    /// so that deliveries sharing a creation time are not skipped.
+    pub before_id: Option<Uuid>,
     /// At most this many.
     pub limit: i64,
 }
@@ -136,6 +139,7 @@ impl Default for DeliveryFilter {
         DeliveryFilter {
             status: None,
             before: None,
+            before_id: None,
             limit: DEFAULT_PAGE,
         }
     }
@@ -173,6 +177,15 @@ impl DeliveryFilter {
     pub fn with_before(self, before: DateTime<Utc>) -> Self {
         DeliveryFilter {
             before: Some(before),
+            ..self
+        }
+    }
+
+    /// With [`Self::with_before`]: deliveries created at that very time
+    /// whose id is smaller than `before_id` count as before it too.
+    pub fn with_before_id(self, before_id: Uuid) -> Self {
+        DeliveryFilter {
+            before_id: Some(before_id),
             ..self
         }
     }

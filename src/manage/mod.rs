@@ -154,6 +154,7 @@ pub async fn deliveries(
     let page = DeliveryPage {
         status: filter.status.as_deref(),
         before: filter.before,
+        before_id: filter.before_id,
         limit: filter.limit,
     };
     let rows = queries::deliveries(client, webhook_id, &page).await?;

@@ -12,6 +12,7 @@ mod delivery;
 mod deploy;
 mod emit_many;
 mod failover;
+mod fan_out_lease;
 mod fencing;
 mod horizon;
 mod keys;

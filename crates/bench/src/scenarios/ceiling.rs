@@ -4,7 +4,7 @@
 //!
 //! Each worker is one connection doing what one replica's loop, pump and
 //! completer do for a backlog, one after the other: fan-out (the loop's batch,
-//! the pump's while batches come back full), the claim through the product's
+//! leasing what fits, then the pump's while batches come back full), the claim through the product's
 //! own `Claimer` (its two passes, its window and the per-webhook pacing, which
 //! grows on fast successes as it would), the write-back of every claimed row
 //! as delivered with its attempt-log row (the arguments the dispatcher builds
@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 use webhookd::db::queue::{self, AttemptRecord, ClaimedDelivery, NextStatus, WebhookHealth};
 use webhookd::delivery::claimer::{Claimer, ClaimerConfig, InFlight};
-use webhookd::delivery::fanout::FanOutConfig;
+use webhookd::delivery::fanout::{FanOut, FanOutConfig};
 use webhookd::delivery::pacing::Feedback;
 use webhookd::delivery::sender::OutcomeCode;
 
@@ -189,19 +189,31 @@ async fn worker(
     let claimer = Claimer::new(config, pool.clone());
     let in_flight = InFlight::new(config.pacing);
     let fan_out = FanOutConfig::default();
+    let loop_fan_out = FanOut::new(fan_out, pool.clone());
     let mut fan_out_batch = fan_out.batch;
     let mut health = Health::default();
     while written.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        let fanned = queue::fan_out(&**pool.get().await?, fan_out_batch).await?;
-        // A full batch starts the pump, which drains in larger ones.
-        fan_out_batch = if fanned.events >= i64::from(fan_out_batch) {
+        // The loop's own batch leases what fits into free slots; a full one
+        // starts the pump, which drains in larger ones and leases nothing.
+        let (events, claim) = if fan_out_batch == fan_out.batch {
+            let round = loop_fan_out.run_leasing(&claimer.slots(&in_flight)).await?;
+            let claim = if round.leased.deliveries.is_empty() {
+                claimer.run_once(&in_flight).await?
+            } else {
+                round.leased
+            };
+            (round.round.events, claim)
+        } else {
+            let fanned = queue::fan_out(&**pool.get().await?, fan_out_batch).await?;
+            (fanned.events, claimer.run_once(&in_flight).await?)
+        };
+        fan_out_batch = if events >= i64::from(fan_out_batch) {
             fan_out.pump_batch
         } else {
             fan_out.batch
         };
-        let claim = claimer.run_once(&in_flight).await?;
         if claim.deliveries.is_empty() {
-            if fanned.events == 0 {
+            if events == 0 {
                 // Another connection holds what is left for a moment.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
