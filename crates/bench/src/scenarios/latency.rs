@@ -179,6 +179,8 @@ struct DaemonCounter {
     /// Why `pg_stat_statements` cannot be used, if it cannot.
     statements: Result<HashMap<String, (i64, f64)>, String>,
     transactions: (i64, i64),
+    /// Row and WAL counters before the daemon starts.
+    writes: pgstats::Writes,
     daemon_cpu: f64,
 }
 
@@ -199,11 +201,13 @@ impl DaemonCounter {
         pgstats::flush(&db.client).await?;
         pgstats::settle(&server, db.scratch.name(), bench_pid).await?;
         let transactions = pgstats::transactions(&server, db.scratch.name()).await?;
+        let writes = pgstats::writes(&db.client).await?;
         Ok(DaemonCounter {
             server,
             bench_pid,
             statements,
             transactions,
+            writes,
             daemon_cpu: 0.0,
         })
     }
@@ -240,7 +244,14 @@ impl DaemonCounter {
         let (commits, rollbacks) = pgstats::transactions(&self.server, name).await?;
         let own = OWN_TRANSACTIONS + if self.statements.is_ok() { 2 } else { 0 };
         let daemon_commits = commits - self.transactions.0 - events as i64 - own;
+        // Over the daemon's whole run, so the warm-up event's delivery counts.
+        let writes = pgstats::per_delivery(
+            &self.writes,
+            &pgstats::writes(&db.client).await?,
+            events + 1,
+        );
         Ok(json!({
+            "writes": writes,
             "daemon_cpu_ms": per((daemon_cpu - self.daemon_cpu) * 1000.0),
             "statements": statements,
             "transactions": {
@@ -320,6 +331,8 @@ fn print_cost(cost: &Value) {
             .unwrap_or(f64::NAN),
         cost["transactions"]["span"].as_str().unwrap_or_default()
     );
+    // WAL is cluster-wide here: it includes the producers' events.
+    pgstats::print_per_delivery(&cost["writes"]);
     if statements["available"] != json!(true) {
         println!(
             "  daemon statements per event: not counted ({}); transactions from pg_stat_database instead",
