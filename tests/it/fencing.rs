@@ -196,3 +196,98 @@ async fn healthy_webhooks_are_delivered_while_a_hanging_one_is_still_waiting() {
     );
     daemon.stop().await.unwrap();
 }
+
+/// One host serving two webhooks: `/h` answers its first `fast` requests at
+/// once and then never again; `/ok` always answers at once. Counts the
+/// requests to `/h` left hanging.
+async fn shared_host(fast: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let served = Arc::new(AtomicUsize::new(0));
+    let hanging = Arc::new(AtomicUsize::new(0));
+    let (served_, hanging_) = (served.clone(), hanging.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (served, hanging) = (served_.clone(), hanging_.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let (served, hanging) = (served.clone(), hanging.clone());
+                    async move {
+                        let hangs = request.uri().path() == "/h"
+                            && served.fetch_add(1, Ordering::SeqCst) >= fast;
+                        let _ = request.into_body().collect().await;
+                        if hangs {
+                            hanging.fetch_add(1, Ordering::SeqCst);
+                            std::future::pending::<()>().await;
+                        }
+                        let mut response = hyper::Response::new(Full::new(Bytes::new()));
+                        *response.status_mut() = hyper::StatusCode::NO_CONTENT;
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (base, hanging)
+}
+
+/// Receivers of many customers often share one host (a SaaS's webhook
+/// endpoint, an automation platform): a webhook there that earned many
+/// slots and then hangs must not take the host's connections from the
+/// others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_webhook_does_not_hold_up_another_on_the_same_host() {
+    const FAST: usize = 150;
+    const HANGING: usize = 100;
+    let app = TestApp::new().await;
+    let (base, hanging) = shared_host(FAST).await;
+    let (slow_org, healthy_org) = (Uuid::new_v4(), Uuid::new_v4());
+    app.create_webhook(slow_org, &format!("{base}/h")).await;
+    let healthy = app
+        .create_webhook(healthy_org, &format!("{base}/ok"))
+        .await
+        .id;
+    // Held up, the healthy webhook would wait for these timeouts: far
+    // beyond the test's deadline.
+    let args = RunArgs {
+        response_timeout: Duration::from_secs(300),
+        lease: Duration::from_secs(400),
+        ..test_args()
+    };
+    let daemon = app.spawn_daemon(app.config(&args));
+    // Quick answers earn the first webhook many slots …
+    for _ in 0..FAST {
+        app.emit(slow_org, "vote.created", sample(EventType::VoteCreated))
+            .await;
+    }
+    app.wait_for_deliveries("status = 'delivered'", FAST as i64)
+        .await;
+    // … which its next requests then fill, hanging.
+    for _ in 0..HANGING {
+        app.emit(slow_org, "vote.created", sample(EventType::VoteCreated))
+            .await;
+    }
+    wait_until("many requests to hang", WAIT, || {
+        let hanging = hanging.clone();
+        async move { hanging.load(Ordering::SeqCst) >= 64 }
+    })
+    .await;
+
+    for _ in 0..20 {
+        app.emit(healthy_org, "vote.created", sample(EventType::VoteCreated))
+            .await;
+    }
+    let delivered = format!("webhook_id = '{healthy}' AND status = 'delivered'");
+    app.wait_for_deliveries(&delivered, 20).await;
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM outbox.delivery_attempts WHERE outcome <> 'delivered'")
+            .await,
+        0,
+        "nothing failed meanwhile"
+    );
+    daemon.stop().await.unwrap();
+}
