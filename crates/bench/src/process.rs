@@ -89,13 +89,21 @@ impl Daemon {
 }
 
 fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_fields(pid, 11..13)
+}
+
+/// The sum of /proc/<pid>/stat fields `range`, counted after the
+/// parenthesised command name (utime and stime are 11 and 12 there, the
+/// exited children's cutime and cstime 13 and 14), in seconds.
+fn cpu_fields(pid: u32, range: std::ops::Range<usize>) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / TICKS_PER_SECOND)
+    let mut ticks = 0.0;
+    for index in range {
+        ticks += fields.get(index)?.parse::<f64>().ok()?;
+    }
+    Some(ticks / TICKS_PER_SECOND)
 }
 
 /// Current resident set size in MiB (VmRSS) of `pid`.
@@ -111,8 +119,8 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// CPU seconds used so far by every process named `postgres` (the server and
-/// its backends). Backends that exit in between take their share with them,
-/// so this is a lower bound.
+/// its backends), with those of backends that have exited: the server's
+/// reaped children's time (so a reading does not drop when connections close).
 pub fn postgres_cpu_seconds() -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0.0;
@@ -124,7 +132,7 @@ pub fn postgres_cpu_seconds() -> f64 {
                 .map(|comm| comm.trim() == "postgres")
                 .unwrap_or(false)
         })
-        .filter_map(cpu_seconds)
+        .filter_map(|pid| cpu_fields(pid, 11..15))
         .sum()
 }
 
