@@ -71,6 +71,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "signature scheme per webhook",
         include_str!("../../sql/migrations/0008_signature_scheme.sql"),
     ),
+    (
+        10,
+        "cheaper emit: one index fewer, one fast path",
+        include_str!("../../sql/migrations/0010_cheaper_emit_one_fast_path.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.
