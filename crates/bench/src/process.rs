@@ -88,7 +88,8 @@ impl Daemon {
     }
 }
 
-fn cpu_seconds(pid: u32) -> Option<f64> {
+/// User + system CPU seconds of process `pid` so far.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
