@@ -25,7 +25,9 @@
 --    concurrent sessions interleave blocks of values and a session that
 --    ends leaves a gap. Nothing needs seq to be dense or to follow commit
 --    order: fan-out takes the lowest un-fanned values first, and a block
---    handed out earlier only means its events fan out earlier.
+--    handed out earlier only means its events fan out earlier (at most 63
+--    per session can pass older events of other sessions; the fan-out lag
+--    metric, which reads the lowest value, can read that much younger).
 --    Dropping the column or its identity instead would need a new partial
 --    index for fan-out, built by a full scan of the table that blocks
 --    producers' inserts for the whole migration.
