@@ -76,6 +76,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "fan-out that leases",
         include_str!("../../sql/migrations/0009_leased_fan_out.sql"),
     ),
+    (
+        10,
+        "cheaper emit: one index fewer, one fast path",
+        include_str!("../../sql/migrations/0010_cheaper_emit_one_fast_path.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.

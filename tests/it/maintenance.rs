@@ -1,6 +1,6 @@
 //! Retention keeps the tables bounded without touching unfinished work.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 use webhookd::config::RunArgs;
@@ -21,15 +21,20 @@ async fn retention_deletes_old_finished_events_with_their_deliveries_and_keeps_t
         retry_base_delay: Duration::from_secs(600),
         ..test_args()
     }));
-    for _ in 0..3 {
-        app.emit(org, "vote.created", sample(EventType::VoteCreated))
-            .await;
+    // Retention finds old events by their time-ordered ids: old events get
+    // ids of their time, and one a random id from before those.
+    let client = app.db.client().await;
+    let two_days = Duration::from_secs(2 * 86_400);
+    for id in [
+        time_ordered_id(two_days),
+        time_ordered_id(two_days),
+        legacy_id(),
+    ] {
+        insert_event(&client, id, org).await;
     }
-    app.emit(org_broken, "vote.created", sample(EventType::VoteCreated))
-        .await;
+    insert_event(&client, time_ordered_id(two_days), org_broken).await;
     app.wait_for_deliveries("status = 'delivered'", 3).await;
     broken.wait_for(1, Duration::from_secs(20)).await;
-    let client = app.db.client().await;
     client
         .execute(
             "UPDATE outbox.events SET occurred_at = now() - interval '2 days'",
@@ -39,7 +44,9 @@ async fn retention_deletes_old_finished_events_with_their_deliveries_and_keeps_t
         .unwrap();
     app.emit(org, "vote.deleted", sample(EventType::VoteDeleted))
         .await;
-    app.wait_for_deliveries("status = 'delivered'", 4).await;
+    // An old id does not make an event old: occurred_at decides.
+    insert_event(&client, time_ordered_id(two_days), org).await;
+    app.wait_for_deliveries("status = 'delivered'", 5).await;
     daemon.stop().await.unwrap();
 
     let pool = webhookd::db::connect_pool(&webhookd::db::parse_url(&app.db.url).unwrap(), 2)
@@ -82,16 +89,28 @@ async fn retention_deletes_old_finished_events_with_their_deliveries_and_keeps_t
     assert!(outcome.more, "one of the three old events is left");
 
     let outcome = retention.run_once(&shutdown).await.unwrap();
-    assert_eq!(outcome.events_deleted, 1, "the third old, delivered event");
+    assert_eq!(
+        outcome.events_deleted, 1,
+        "the third old, delivered event: the one with a random id"
+    );
     assert!(!outcome.more);
     assert_eq!(
         app.db.count("SELECT count(*) FROM outbox.events").await,
-        2,
-        "the recent one and the pending one"
+        3,
+        "the two recent ones and the pending one"
+    );
+    assert_eq!(
+        app.db
+            .count(
+                "SELECT count(*) FROM outbox.events WHERE occurred_at < now() - interval '1 day'"
+            )
+            .await,
+        1,
+        "of the old events only the pending one is left"
     );
     assert_eq!(
         app.db.count("SELECT count(*) FROM outbox.deliveries").await,
-        2
+        3
     );
     assert_eq!(
         app.db
@@ -161,4 +180,34 @@ async fn the_vacuum_sweeper_vacuums_a_table_whose_dead_tuples_pass_the_threshold
         || async { app.db.count(dead).await == 0 },
     )
     .await;
+}
+
+/// Inserts a `vote.created` event with the id given, as a producer may.
+async fn insert_event(client: &tokio_postgres::Client, id: Uuid, org: Uuid) {
+    client
+        .execute(
+            "INSERT INTO outbox.events (id, organization_id, event, data) VALUES ($1, $2, 'vote.created', $3)",
+            &[&id, &org, &sample(EventType::VoteCreated)],
+        )
+        .await
+        .unwrap();
+}
+
+/// A version-7 id made `age` ago: the first 48 bits are its Unix time in
+/// milliseconds, as `outbox.uuid_v7()` makes them.
+fn time_ordered_id(age: Duration) -> Uuid {
+    let made = SystemTime::now() - age;
+    let millis = made.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let mut bytes = *Uuid::new_v4().as_bytes();
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x70;
+    Uuid::from_bytes(bytes)
+}
+
+/// A random (version 4) id above every time-ordered one, as events had
+/// before time-ordered ids (migration 4).
+fn legacy_id() -> Uuid {
+    let mut bytes = *Uuid::new_v4().as_bytes();
+    bytes[0] = 0xff;
+    Uuid::from_bytes(bytes)
 }

@@ -88,7 +88,8 @@ impl Daemon {
     }
 }
 
-fn cpu_seconds(pid: u32) -> Option<f64> {
+/// User + system CPU seconds of process `pid` so far.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
     cpu_fields(pid, 11..13)
 }
 

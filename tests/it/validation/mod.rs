@@ -260,6 +260,12 @@ async fn data_that_is_not_an_object_is_rejected() {
 #[tokio::test]
 async fn sql_nulls_are_rejected_by_a_plain_insert_with_a_message() {
     let db = TestDb::new().await;
+    assert_sql_nulls_rejected(&db).await;
+}
+
+/// A plain INSERT with a NULL organization, event or data fails with the
+/// validator's message, and nothing is written.
+async fn assert_sql_nulls_rejected(db: &TestDb) {
     let client = db.client().await;
     let data = json!({"id": "p1", "title": "t"});
     let org = Some(Uuid::new_v4());
@@ -289,6 +295,67 @@ async fn sql_nulls_are_rejected_by_a_plain_insert_with_a_message() {
         );
     }
     assert_eq!(db.count("SELECT count(*) FROM outbox.events").await, 0);
+}
+
+/// The insert trigger takes a shorter path for a valid event while the
+/// wake-up switch is off (migration 10); fresh databases have it on. Both
+/// paths refuse the same events with the same messages, and both stamp
+/// `occurred_at` and clear the daemon's column.
+#[tokio::test]
+async fn the_trigger_checks_and_stamps_alike_with_the_wakeup_switch_off_or_on() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    for switch in [0i64, 1] {
+        client
+            .execute("SELECT setval('outbox.wakeup_notify', $1)", &[&switch])
+            .await
+            .unwrap();
+        assert_rejected(&db, "post.liked", json!({"id": "p1"}), "unknown event type").await;
+        assert_rejected(
+            &db,
+            "vote.created",
+            json!({"id": "v1"}),
+            "vote.created: data.post_id is required",
+        )
+        .await;
+        assert_rejected(
+            &db,
+            "vote.created",
+            json!({"id": "", "post_id": "p1"}),
+            "vote.created: data.id must not be empty",
+        )
+        .await;
+        assert_rejected(
+            &db,
+            "post.created",
+            json!([1]),
+            "post.created: data must be a JSON object, got array",
+        )
+        .await;
+        assert_sql_nulls_rejected(&db).await;
+
+        let row = client
+            .query_one(
+                "INSERT INTO outbox.events (organization_id, event, data, occurred_at, fanned_out_at)
+                 VALUES ($1, 'vote.created', '{\"id\": \"v1\", \"post_id\": \"p1\"}', '2001-01-01', now())
+                 RETURNING occurred_at > now() - interval '1 hour' AS stamped, fanned_out_at IS NULL AS cleared",
+                &[&Uuid::new_v4()],
+            )
+            .await
+            .unwrap();
+        assert!(
+            row.get::<_, bool>("stamped"),
+            "switch {switch}: occurred_at is the insert's time"
+        );
+        assert!(
+            row.get::<_, bool>("cleared"),
+            "switch {switch}: fanned_out_at is cleared"
+        );
+        client
+            .execute("DELETE FROM outbox.events", &[])
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test]

@@ -8,7 +8,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{round3, Bench, BenchResult, Sizes};
-use crate::process::Daemon;
+use crate::pgstats;
+use crate::process::{self, Daemon};
 use crate::sql::{self, Events};
 
 impl Bench {
@@ -33,23 +34,33 @@ impl Bench {
             ProducerMode::Emit { notify: true },
         ];
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+        let mut cpu_samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         for round in 1..=rounds {
             for (index, mode) in modes.iter().enumerate() {
                 sql::vacuum_analyze(&db.client, &sql::PRODUCER_TABLES).await?;
-                let tps = business_transactions(&db.url, *mode, seconds).await?;
-                println!("  round {round}: {:<34} {tps:>8.0} TPS", mode.name());
-                samples[index].push(tps);
+                let run = business_transactions(&db.url, *mode, seconds).await?;
+                println!(
+                    "  round {round}: {:<34} {:>8.0} TPS {:>7.1} µs server CPU per transaction",
+                    mode.name(),
+                    run.tps,
+                    run.cpu_us
+                );
+                samples[index].push(run.tps);
+                cpu_samples[index].push(run.cpu_us);
             }
         }
         sql::set_wakeup_notify(&db.client, true).await?;
         let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
+        let cpu_medians: Vec<f64> = cpu_samples.iter_mut().map(|s| median(s)).collect();
         let base = medians[0];
         let overhead = |tps: f64| round3((1.0 - tps / base) * 100.0);
-        for (mode, tps) in modes.iter().zip(&medians) {
+        for ((mode, tps), cpu_us) in modes.iter().zip(&medians).zip(&cpu_medians) {
             println!(
-                "  {:<34} {tps:>8.0} TPS (median), {:>6.1} % fewer than without the outbox",
+                "  {:<34} {tps:>8.0} TPS (median), {:>6.1} % fewer than without the outbox; \
+                 {cpu_us:>6.1} µs server CPU per transaction (median), {:>+6.1} µs",
                 mode.name(),
-                overhead(*tps)
+                overhead(*tps),
+                cpu_us - cpu_medians[0]
             );
         }
         db.drop_database().await;
@@ -68,6 +79,12 @@ impl Bench {
                 "plain_insert": overhead(medians[1]),
                 "notify_off": overhead(medians[2]),
                 "notify_on": overhead(medians[3]),
+            },
+            "server_cpu_us_per_transaction": {
+                "no_outbox": round3(cpu_medians[0]),
+                "plain_insert": round3(cpu_medians[1]),
+                "emit_notify_off": round3(cpu_medians[2]),
+                "emit_notify_on": round3(cpu_medians[3]),
             },
         }))
     }
@@ -105,9 +122,22 @@ fn median(samples: &mut [f64]) -> f64 {
     samples.get(samples.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// What one mode's run of the business transaction measured.
+struct ProducerRun {
+    /// Transactions per second over all clients.
+    tps: f64,
+    /// CPU its clients' backends spent per transaction, in µs. Unlike TPS,
+    /// this hardly moves when other work shares the machine's cores.
+    cpu_us: f64,
+}
+
 /// Runs the business transaction on [`PRODUCER_CLIENTS`] connections for
-/// `seconds`; returns transactions per second.
-async fn business_transactions(url: &str, mode: ProducerMode, seconds: u64) -> BenchResult<f64> {
+/// `seconds`.
+async fn business_transactions(
+    url: &str,
+    mode: ProducerMode,
+    seconds: u64,
+) -> BenchResult<ProducerRun> {
     let admin = webhookd::db::connect_single(url).await?;
     let notify = matches!(mode, ProducerMode::Emit { notify: true });
     sql::set_wakeup_notify(&admin, notify).await?;
@@ -130,7 +160,9 @@ async fn business_transactions(url: &str, mode: ProducerMode, seconds: u64) -> B
             Some(sql) => Some(client.prepare(sql).await?),
             None => None,
         };
+        let backend = pgstats::backend_pid(&client).await? as u32;
         clients.push(tokio::spawn(async move {
+            let cpu_before = process::cpu_seconds(backend);
             let mut done = 0u64;
             let mut i = client_index as i32;
             while Instant::now() < deadline {
@@ -155,14 +187,24 @@ async fn business_transactions(url: &str, mode: ProducerMode, seconds: u64) -> B
                 }
                 done += 1;
             }
-            done
+            // Read while the connection, and so its backend, still lives.
+            let cpu = match (cpu_before, process::cpu_seconds(backend)) {
+                (Some(before), Some(after)) => after - before,
+                _ => f64::NAN,
+            };
+            (done, cpu)
         }));
     }
-    let mut total = 0;
+    let (mut total, mut cpu) = (0, 0.0);
     for client in clients {
-        total += client.await?;
+        let (done, seconds) = client.await?;
+        total += done;
+        cpu += seconds;
     }
-    Ok(total as f64 / seconds as f64)
+    Ok(ProducerRun {
+        tps: total as f64 / seconds as f64,
+        cpu_us: cpu * 1e6 / total.max(1) as f64,
+    })
 }
 
 impl Bench {
