@@ -6,7 +6,17 @@ use tracing::level_filters::LevelFilter;
 use webhookd::cli::{self, Cli, Command};
 use webhookd::telemetry::{self, LogFormat};
 
+/// With `--features heap-profile`, every allocation is recorded.
+#[cfg(feature = "heap-profile")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
 fn main() -> ExitCode {
+    // Writes dhat-heap-<pid>.json when main returns (after a graceful stop).
+    #[cfg(feature = "heap-profile")]
+    let _profiler = dhat::Profiler::builder()
+        .file_name(format!("dhat-heap-{}.json", std::process::id()))
+        .build();
     let cli = match Cli::try_parse_args() {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
@@ -19,6 +29,7 @@ fn main() -> ExitCode {
     };
     let cli_log_format = cli.log_format;
     telemetry::init(cli_log_format, default_level);
+    webhookd::daemon::memory::limit_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

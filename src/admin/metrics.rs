@@ -110,6 +110,47 @@ impl ScrapedGauges {
     }
 }
 
+/// What this replica keeps per webhook and per receiver host, as the main
+/// loop last found it (every 10 s): all three fall back once webhooks go
+/// quiet or are revoked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PerWebhookState {
+    /// Webhooks whose pace (in-flight slots) is remembered.
+    pub tracked_webhooks: usize,
+    /// Webhooks whose signing key is cached.
+    pub cached_signers: usize,
+    /// Idle keep-alive connections to receivers.
+    pub idle_connections: usize,
+}
+
+struct PerWebhookGauges {
+    tracked_webhooks: Gauge,
+    cached_signers: Gauge,
+    idle_connections: Gauge,
+}
+
+impl PerWebhookGauges {
+    fn register(r: &mut Registry) -> Self {
+        PerWebhookGauges {
+            tracked_webhooks: registered(
+                r,
+                "tracked_webhooks",
+                "Webhooks whose in-flight pace this replica remembers (forgotten when quiet)",
+            ),
+            cached_signers: registered(
+                r,
+                "cached_signers",
+                "Webhooks whose signing key this replica caches (dropped when quiet)",
+            ),
+            idle_connections: registered(
+                r,
+                "idle_connections",
+                "Idle keep-alive connections to receivers (capped, closed when idle too long)",
+            ),
+        }
+    }
+}
+
 /// What holds vacuum back, set by the horizon check
 /// ([`crate::maintenance::horizon`]) every round rather than at scrape time.
 struct HorizonGauges {
@@ -171,6 +212,7 @@ pub struct Metrics {
     listen_reconnects: Counter,
     webhooks_disabled: Family<CauseLabel, Counter>,
     in_flight: Gauge,
+    per_webhook: PerWebhookGauges,
     scraped: ScrapedGauges,
     horizon: HorizonGauges,
 }
@@ -239,6 +281,7 @@ impl Metrics {
                 "in_flight",
                 "Deliveries claimed by this replica and not yet written back",
             ),
+            per_webhook: PerWebhookGauges::register(r),
             scraped: ScrapedGauges::register(r),
             horizon: HorizonGauges::register(r),
             registry,
@@ -298,6 +341,14 @@ impl Metrics {
                 cause: cause.as_str(),
             })
             .inc();
+    }
+
+    /// What the main loop found kept per webhook and per host.
+    pub fn per_webhook_state(&self, state: &PerWebhookState) {
+        let gauges = &self.per_webhook;
+        gauges.tracked_webhooks.set(state.tracked_webhooks as i64);
+        gauges.cached_signers.set(state.cached_signers as i64);
+        gauges.idle_connections.set(state.idle_connections as i64);
     }
 
     /// The LISTEN connection was lost.

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::sleep::{Signals, Sleep, Tick, POLL_WITHOUT_LISTEN};
 use super::wakeup::{IdleStep, WakeupSwitch};
-use crate::admin::metrics::Metrics;
+use crate::admin::metrics::{Metrics, PerWebhookState};
 use crate::db;
 use crate::db::queue::NextWork;
 use crate::delivery::claimer::{Claim, Claimer, InFlight};
@@ -33,7 +33,8 @@ use crate::shutdown::Shutdown;
 const ERROR_DELAY_FIRST: Duration = Duration::from_millis(100);
 /// Longest pause after failed rounds.
 const ERROR_DELAY_MAX: Duration = Duration::from_secs(5);
-/// How often idle connections to receivers are dropped.
+/// How often idle connections to receivers are closed and quiet webhooks'
+/// state is forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 /// The loop's timing.
@@ -108,7 +109,7 @@ impl MainLoop {
             // Reap finished tasks so the set does not grow.
             while tasks.try_join_next().is_some() {}
             if last_prune.elapsed() > PRUNE_EVERY {
-                self.sender.prune_idle_connections();
+                self.forget_idle_state();
                 last_prune = tokio::time::Instant::now();
             }
             let sleep = match self.tick(tasks, &mut switch).await {
@@ -131,6 +132,22 @@ impl MainLoop {
                 }
             };
             sleep.wait(&self.signals, &mut shutdown).await;
+        }
+    }
+
+    /// Closes idle connections past their timeout and forgets the state of
+    /// webhooks that went quiet (or were revoked); once nothing is in
+    /// flight, hands freed memory back to the system.
+    fn forget_idle_state(&self) {
+        self.sender.prune_idle_connections();
+        let state = PerWebhookState {
+            tracked_webhooks: self.in_flight.forget_quiet(),
+            cached_signers: self.dispatcher.forget_quiet(),
+            idle_connections: self.sender.idle_connections(),
+        };
+        self.metrics.per_webhook_state(&state);
+        if self.in_flight.total() == 0 {
+            super::memory::give_back();
         }
     }
 

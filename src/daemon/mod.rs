@@ -7,6 +7,7 @@
 //! `main_loop.rs`.
 
 mod main_loop;
+pub mod memory;
 mod sleep;
 mod start;
 mod wakeup;

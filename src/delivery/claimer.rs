@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use uuid::Uuid;
@@ -63,13 +63,21 @@ struct InFlightState {
     /// Claimed and not yet written back.
     total: usize,
     /// Slots per webhook seen recently.
-    per_webhook: HashMap<Uuid, Pace>,
+    per_webhook: HashMap<Uuid, Tracked>,
     /// Leases held, so unattempted work can be released at shutdown.
     leases: HashMap<Uuid, Uuid>,
 }
 
-/// Webhooks whose pace is remembered; past this, idle ones are forgotten
-/// (they start again from [`PacingConfig::start`]).
+/// A webhook's slots and since when it has had nothing in flight.
+#[derive(Debug)]
+struct Tracked {
+    pace: Pace,
+    last_finished: Instant,
+}
+
+/// Webhooks whose pace is remembered; past this, idle ones are forgotten at
+/// once (they start again from [`PacingConfig::start`]). An entry is
+/// about 50 bytes; this bounds the map below 1 MiB.
 const PACES_REMEMBERED: usize = 10_000;
 
 impl InFlight {
@@ -102,13 +110,19 @@ impl InFlight {
         let mut state = self.lock();
         state.total += 1;
         if state.per_webhook.len() >= PACES_REMEMBERED {
-            state.per_webhook.retain(|_, pace| pace.sending > 0);
+            state
+                .per_webhook
+                .retain(|_, tracked| tracked.pace.sending > 0);
         }
         let pacing = self.pacing;
         state
             .per_webhook
             .entry(delivery.webhook_id)
-            .or_insert_with(|| Pace::new(&pacing))
+            .or_insert_with(|| Tracked {
+                pace: Pace::new(&pacing),
+                last_finished: Instant::now(),
+            })
+            .pace
             .sending += 1;
         state.leases.insert(delivery.id, token);
     }
@@ -122,9 +136,27 @@ impl InFlight {
             return;
         }
         let pacing = self.pacing;
-        if let Some(pace) = state.per_webhook.get_mut(&webhook_id) {
-            pace.finished(feedback, &pacing);
+        let Some(tracked) = state.per_webhook.get_mut(&webhook_id) else {
+            return;
+        };
+        tracked.pace.finished(feedback, &pacing);
+        tracked.last_finished = Instant::now();
+        // Idle at the starting pace, it says nothing a new entry would not.
+        if tracked.pace == Pace::new(&pacing) {
+            state.per_webhook.remove(&webhook_id);
         }
+    }
+
+    /// Forgets webhooks with nothing in flight for
+    /// [`PacingConfig::forget_after`]: quiet, revoked or disabled ones.
+    /// Returns how many are still tracked.
+    pub fn forget_quiet(&self) -> usize {
+        let forget_after = self.pacing.forget_after;
+        let mut state = self.lock();
+        state.per_webhook.retain(|_, tracked| {
+            tracked.pace.sending > 0 || tracked.last_finished.elapsed() < forget_after
+        });
+        state.per_webhook.len()
     }
 
     /// `count` results were written back (or dropped by the completer).
@@ -138,7 +170,7 @@ impl InFlight {
         self.lock()
             .per_webhook
             .values()
-            .any(|pace| pace.room() == 0)
+            .any(|tracked| tracked.pace.room() == 0)
     }
 
     /// Free slots of every webhook this replica knows.
@@ -146,7 +178,10 @@ impl InFlight {
         self.lock()
             .per_webhook
             .iter()
-            .map(|(webhook, pace)| (*webhook, i32::try_from(pace.room()).unwrap_or(i32::MAX)))
+            .map(|(webhook, tracked)| {
+                let room = tracked.pace.room();
+                (*webhook, i32::try_from(room).unwrap_or(i32::MAX))
+            })
             .collect()
     }
 

@@ -71,8 +71,17 @@ fn log_attempt(outcome: &Outcome, next: NextStatus, duration: Duration) {
     }
 }
 
-/// Secrets are few and small; past this many cached signers the cache starts over.
+/// Signers kept at most (a keyed HMAC, a few hundred bytes each: about
+/// 4 MiB in all); past this the least recently used one is dropped. Webhooks
+/// quiet for [`crate::delivery::pacing::PacingConfig::forget_after`] are
+/// dropped before that, so a revoked webhook's key does not stay in memory.
 const SIGNER_CACHE_MAX: usize = 10_000;
+
+/// A cached signer and when a claim last needed it.
+struct CachedSigner {
+    signer: Signer,
+    used: Instant,
+}
 
 /// How long a delivery whose webhook secret no configured key opens waits
 /// before it is claimed again. A daemon's keys change only when it restarts,
@@ -111,7 +120,7 @@ pub struct DispatcherParts {
 /// The dispatch service.
 pub struct Dispatcher {
     parts: DispatcherParts,
-    signers: Mutex<HashMap<Uuid, Signer>>,
+    signers: Mutex<HashMap<Uuid, CachedSigner>>,
     /// When each webhook's unopenable secret was last warned about.
     warned: Mutex<HashMap<Uuid, Instant>>,
 }
@@ -284,15 +293,17 @@ impl Dispatcher {
     async fn signers_for(&self, deliveries: &[ClaimedDelivery]) -> Result<HashMap<Uuid, Signer>> {
         let mut found = HashMap::new();
         let mut missing = Vec::new();
+        let now = Instant::now();
         {
-            let cache = self
+            let mut cache = self
                 .signers
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             for delivery in deliveries {
-                match cache.get(&delivery.webhook_id) {
-                    Some(signer) => {
-                        found.insert(delivery.webhook_id, signer.clone());
+                match cache.get_mut(&delivery.webhook_id) {
+                    Some(cached) => {
+                        cached.used = now;
+                        found.insert(delivery.webhook_id, cached.signer.clone());
                     }
                     None if !missing.contains(&delivery.webhook_id) => {
                         missing.push(delivery.webhook_id)
@@ -310,20 +321,41 @@ impl Dispatcher {
             .signers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if cache.len() + sealed.len() > SIGNER_CACHE_MAX {
-            cache.clear();
-        }
         for row in sealed {
             let webhook_id = row.secret.webhook_id;
             match self.signer(&row) {
                 Ok(signer) => {
-                    cache.insert(webhook_id, signer.clone());
+                    if cache.len() >= SIGNER_CACHE_MAX {
+                        evict_least_recently_used(&mut cache);
+                    }
+                    let cached = CachedSigner {
+                        signer: signer.clone(),
+                        used: now,
+                    };
+                    cache.insert(webhook_id, cached);
                     found.insert(webhook_id, signer);
                 }
                 Err((key_id, problem)) => self.warn_unopenable(webhook_id, &key_id, &problem),
             }
         }
         Ok(found)
+    }
+
+    /// Drops the signers (and unopenable-secret warnings) of webhooks no
+    /// claim needed for [`crate::delivery::pacing::PacingConfig::forget_after`]:
+    /// quiet, revoked or disabled ones. Returns how many signers are left.
+    pub fn forget_quiet(&self) -> usize {
+        let forget_after = self.parts.in_flight.pacing().forget_after;
+        self.warned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|_, at| at.elapsed() < UNOPENABLE_WARNING_EVERY);
+        let mut cache = self
+            .signers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.retain(|_, cached| cached.used.elapsed() < forget_after);
+        cache.len()
     }
 
     /// Opens a webhook's secret and keys a signer for its scheme; on failure
@@ -368,5 +400,17 @@ impl Dispatcher {
             retry_in_s = self.parts.unopenable_delay.as_secs(),
             "the webhook's secret is {problem}: its deliveries are not sent and wait, uncounted"
         );
+    }
+}
+
+/// Drops the signer a claim needed longest ago. A scan, but only on a cache
+/// miss with the cache full, next to the query that loads the missing secret.
+fn evict_least_recently_used(cache: &mut HashMap<Uuid, CachedSigner>) {
+    let oldest = cache
+        .iter()
+        .min_by_key(|(_, cached)| cached.used)
+        .map(|(webhook_id, _)| *webhook_id);
+    if let Some(webhook_id) = oldest {
+        cache.remove(&webhook_id);
     }
 }

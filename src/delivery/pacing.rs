@@ -7,6 +7,8 @@
 //! slot per quick success up to `--max-in-flight-per-webhook`, and halves on
 //! every sign of trouble: timeouts, connection failures, 429 and 503.
 
+use std::time::Duration;
+
 /// Limits of the adaptation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacingConfig {
@@ -16,7 +18,19 @@ pub struct PacingConfig {
     pub min: usize,
     /// Never more than this: `--max-in-flight-per-webhook`.
     pub max: usize,
+    /// A webhook with nothing in flight for this long is forgotten (it
+    /// starts again from `start`), and so is what else is kept per webhook.
+    pub forget_after: Duration,
 }
+
+/// How long a webhook's state outlives its last delivery. Long enough that a
+/// webhook with steady traffic keeps what it learned between bursts (and its
+/// signer is read from the database at most once per quiet spell); short
+/// enough that thousands of webhooks that went quiet, or were revoked or
+/// disabled, hold nothing within a minute. Forgetting costs little: a
+/// forgotten webhook starts again from `start` slots, and a struggling one
+/// halves back down on its first failure.
+pub const FORGET_AFTER_DEFAULT: Duration = Duration::from_secs(30);
 
 impl PacingConfig {
     /// Starts at 8 (or `max` if smaller) and never drops below 1.
@@ -26,6 +40,7 @@ impl PacingConfig {
             start: 8.min(max),
             min: 1,
             max,
+            forget_after: FORGET_AFTER_DEFAULT,
         }
     }
 }

@@ -22,6 +22,7 @@ mod maintenance;
 mod management;
 mod operator_page;
 mod outages;
+mod per_webhook_state;
 mod pooler;
 mod producers;
 mod receivers;

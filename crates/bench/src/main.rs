@@ -8,6 +8,7 @@
 //! `cargo build --release && cargo run --release -p webhookd-bench -- [--quick] [--scenarios a,b]`
 
 mod pgstats;
+mod pki;
 mod process;
 mod scenarios;
 mod sink;
@@ -19,6 +20,7 @@ const BENCH_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?ss
 use std::time::Duration;
 
 use clap::Parser;
+use scenarios::Scheme;
 
 /// Benchmark webhookd against a local PostgreSQL and a local receiver.
 #[derive(Debug, Parser)]
@@ -32,7 +34,8 @@ struct Args {
     #[arg(long, env = "DATABASE_URL", default_value = BENCH_DATABASE_URL, hide_env_values = true)]
     database_url: String,
     /// Comma-separated scenarios: ceiling, throughput, fanout, latency, isolation, replicas,
-    /// producer, backlog, soak, xmin; and tenants (many receiver hosts; only when named).
+    /// producer, backlog, soak, xmin; and tenants (many receiver hosts, over HTTP then
+    /// HTTPS; tenants-http or tenants-https for one of them; only when named).
     /// The ceiling runs first wherever it is named; the delivery scenarios report their
     /// rate as a share of it.
     #[arg(
@@ -112,7 +115,9 @@ async fn main() -> std::process::ExitCode {
             "backlog" => bench.backlog(&sizes).await,
             "soak" => bench.soak(&sizes).await,
             "xmin" => bench.xmin(&sizes).await,
-            "tenants" => bench.tenants(&sizes).await,
+            "tenants" => bench.tenants(&sizes, &[Scheme::Http, Scheme::Https]).await,
+            "tenants-http" => bench.tenants(&sizes, &[Scheme::Http]).await,
+            "tenants-https" => bench.tenants(&sizes, &[Scheme::Https]).await,
             other => Err(format!("unknown scenario {other}").into()),
         };
         match outcome {

@@ -103,6 +103,15 @@ impl Sink {
     /// Listens on 127.0.0.1 and on each of `more` (loopback addresses), all
     /// on the same port, counting into one tally.
     pub async fn start_on(more: &[IpAddr]) -> std::io::Result<Sink> {
+        Sink::start_tls_on(more, Vec::new()).await
+    }
+
+    /// As [`Sink::start_on`], speaking TLS when `acceptors` are given: one
+    /// for 127.0.0.1, then one for each of `more`.
+    pub async fn start_tls_on(
+        more: &[IpAddr],
+        acceptors: Vec<tokio_native_tls::TlsAcceptor>,
+    ) -> std::io::Result<Sink> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let address = listener.local_addr()?;
         let tally = Arc::new(Tally::default());
@@ -110,9 +119,10 @@ impl Sink {
         for ip in more {
             listeners.push(TcpListener::bind((*ip, address.port())).await?);
         }
+        let mut acceptors = acceptors.into_iter();
         let listeners = listeners
             .into_iter()
-            .map(|listener| serve(listener, tally.clone()))
+            .map(|listener| serve(listener, tally.clone(), acceptors.next()))
             .collect();
         Ok(Sink {
             address,
@@ -127,8 +137,13 @@ impl Sink {
     }
 }
 
-/// Accepts connections on `listener` and answers them, counting into `tally`.
-fn serve(listener: TcpListener, shared: Arc<Tally>) -> tokio::task::JoinHandle<()> {
+/// Accepts connections on `listener` (with TLS when `tls` is given) and
+/// answers them, counting into `tally`.
+fn serve(
+    listener: TcpListener,
+    shared: Arc<Tally>,
+    tls: Option<tokio_native_tls::TlsAcceptor>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
@@ -143,11 +158,20 @@ fn serve(listener: TcpListener, shared: Arc<Tally>) -> tokio::task::JoinHandle<(
             };
             let _ = stream.set_nodelay(true);
             let tally = shared.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request| respond(request, tally.clone()));
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let http = http1::Builder::new();
+                match tls {
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                    Some(tls) => {
+                        if let Ok(stream) = tls.accept(stream).await {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
+                }
             });
         }
     })

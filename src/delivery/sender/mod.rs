@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
 use hyper::{Method, Request, Response};
 use tokio::time::timeout_at;
@@ -28,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::guard::TargetUrl;
 use connect::Connector;
 use outcome::describe_hyper;
-use pool::ConnectionPool;
+use pool::{ConnectionPool, Lease, PoolLimits, PooledConnection};
 
 /// Default connect timeout (DNS + TCP + TLS), docs/CONTRACT.md §3.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
@@ -38,6 +37,27 @@ pub const RESPONSE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 pub const RESPONSE_READ_CAP: usize = 64 * 1024;
 /// How much of it is kept in the attempt log.
 pub const RESPONSE_EXCERPT_LEN: usize = 512;
+/// Idle connections kept in all. Each holds its buffers, a task and, for
+/// HTTPS, a TLS session (about 40 KiB plain, more with TLS), so this caps the
+/// pool at a few MiB however many receiver hosts there are; it is a quarter
+/// of the default `--max-in-flight`, enough for the hosts that are busy right
+/// now to find a connection (docs/ARCHITECTURE.md, "Connections").
+pub const MAX_IDLE_DEFAULT: usize = 128;
+/// Connections per origin, idle or in use. A fast receiver answers in about
+/// a millisecond, so 32 connections carry tens of thousands of requests a
+/// second to one host; a request beyond them waits (within the connect
+/// timeout) for one to come free instead of paying a new handshake, and a
+/// receiver is never asked to hold more than this many of our connections.
+pub const MAX_PER_ORIGIN_DEFAULT: usize = 32;
+/// Idle connections kept per origin: as many as it may have, so a host at
+/// steady concurrency never has a connection closed only to open it again.
+/// The global cap is what bounds memory.
+pub const MAX_IDLE_PER_ORIGIN_DEFAULT: usize = MAX_PER_ORIGIN_DEFAULT;
+/// How long an idle connection is kept: below the keep-alive timeout of most
+/// servers and load balancers (60 s and more), so a reused connection is
+/// rarely one the receiver is closing; and short enough that a quiet or
+/// revoked webhook's host holds nothing for long.
+pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(20);
 /// `User-Agent` of every request.
 pub const USER_AGENT_VALUE: &str = concat!("ProductBridge-Webhooks/", env!("CARGO_PKG_VERSION"));
 
@@ -52,6 +72,10 @@ pub struct SenderConfig {
     pub allow_private_targets: bool,
     /// Extra trusted roots (PEM), e.g. a test CA; the system roots stay trusted.
     pub extra_root_certificates: Vec<native_tls::Certificate>,
+    /// Connections per origin, idle or in use; more requests wait.
+    pub max_per_origin: usize,
+    /// Idle connections kept in all, least recently used closed first.
+    pub max_idle: usize,
     /// Idle connections kept per origin.
     pub max_idle_per_origin: usize,
     /// How long an idle connection is kept.
@@ -67,8 +91,10 @@ impl Default for SenderConfig {
             response_timeout: RESPONSE_TIMEOUT_DEFAULT,
             allow_private_targets: false,
             extra_root_certificates: Vec::new(),
-            max_idle_per_origin: 64,
-            idle_timeout: Duration::from_secs(60),
+            max_per_origin: MAX_PER_ORIGIN_DEFAULT,
+            max_idle: MAX_IDLE_DEFAULT,
+            max_idle_per_origin: MAX_IDLE_PER_ORIGIN_DEFAULT,
+            idle_timeout: IDLE_TIMEOUT_DEFAULT,
             resolver: Arc::new(SystemResolver),
         }
     }
@@ -118,7 +144,12 @@ impl Sender {
             tls: tokio_native_tls::TlsConnector::from(tls),
             resolver: config.resolver.clone(),
         };
-        let pool = ConnectionPool::new(config.max_idle_per_origin, config.idle_timeout);
+        let pool = ConnectionPool::new(PoolLimits {
+            max_per_origin: config.max_per_origin,
+            max_idle: config.max_idle,
+            max_idle_per_origin: config.max_idle_per_origin,
+            idle_timeout: config.idle_timeout,
+        });
         Ok(Sender {
             config,
             connector,
@@ -128,19 +159,30 @@ impl Sender {
 
     /// Makes one attempt. Never fails: every problem is an [`Outcome`].
     pub async fn send(&self, request: &OutgoingRequest<'_>) -> Outcome {
-        // A pooled connection the receiver closed while idle fails before the
-        // request is written; that is not the receiver's fault, so one fresh
-        // connection is tried before the attempt counts as failed.
-        if let Some(sender) = self.pool.checkout(request.target) {
-            match self.exchange(sender, request).await {
-                Exchange::Done(outcome) => return outcome,
-                Exchange::StaleConnection => {}
+        // Waiting for one of the host's connections counts as connecting.
+        let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
+        let slot = match self.pool.acquire(request.target, deadline).await {
+            Err(busy) => {
+                let limit = format_duration(self.config.connect_timeout);
+                let reason = format!(
+                    "connect timed out after {limit}: all {} connections to {} stayed in use",
+                    busy.connections, request.target.host
+                );
+                return Outcome::failure(OutcomeCode::ConnectTimeout, reason);
             }
-        }
+            Ok(Lease::Open(slot)) => slot,
+            // A pooled connection the receiver closed while idle fails before
+            // the request is written; that is not the receiver's fault, so one
+            // fresh connection is tried before the attempt counts as failed.
+            Ok(Lease::Reused(connection)) => match self.exchange(connection, request).await {
+                Exchange::Done(outcome) => return outcome,
+                Exchange::StaleConnection(slot) => slot,
+            },
+        };
         match self.connector.connect(request.target).await {
-            Ok(sender) => match self.exchange(sender, request).await {
+            Ok(sender) => match self.exchange(slot.connected(sender), request).await {
                 Exchange::Done(outcome) => outcome,
-                Exchange::StaleConnection => Outcome::failure(
+                Exchange::StaleConnection(_) => Outcome::failure(
                     OutcomeCode::Connection,
                     "connection closed before a complete response",
                 ),
@@ -161,9 +203,10 @@ impl Sender {
 
     async fn exchange(
         &self,
-        mut sender: SendRequest<Full<Bytes>>,
+        mut connection: PooledConnection,
         request: &OutgoingRequest<'_>,
     ) -> Exchange {
+        let sender = &mut connection.sender;
         let deadline = tokio::time::Instant::now() + self.config.response_timeout;
         let limit = format_duration(self.config.response_timeout);
         let timed_out = || {
@@ -178,14 +221,19 @@ impl Sender {
             .map(|ready| ready.is_err())
             .unwrap_or(true)
         {
-            return Exchange::StaleConnection;
+            return Exchange::StaleConnection(connection.into_slot());
         }
         let started = Instant::now();
         let response =
             match timeout_at(deadline, sender.try_send_request(build_request(request))).await {
                 Err(_) => return Exchange::Done(timed_out()),
                 Ok(Ok(response)) => response,
-                Ok(Err(err)) => return send_failed(err, started),
+                Ok(Err(err)) => {
+                    return match send_failed(err, started) {
+                        Ok(()) => Exchange::StaleConnection(connection.into_slot()),
+                        Err(outcome) => Exchange::Done(outcome),
+                    }
+                }
             };
         let status = response.status();
         let retry_after = response.headers().get(RETRY_AFTER).cloned();
@@ -206,7 +254,7 @@ impl Sender {
             }
             Ok(Ok(read)) => {
                 if read.complete {
-                    self.pool.checkin(request.target, sender);
+                    self.pool.checkin(connection);
                 }
                 Exchange::Done(Outcome::from_response(
                     status,
@@ -221,21 +269,21 @@ impl Sender {
 
 /// A request that got no response. A pooled connection that was dead
 /// before the request went out (hyper hands the request back, or the
-/// connection closed at once) is stale and the request is sent again on a
-/// fresh one; anything else is the attempt's outcome.
+/// connection closed at once) is stale (`Ok`) and the request is sent again
+/// on a fresh one; anything else is the attempt's outcome.
 fn send_failed(
     err: hyper::client::conn::TrySendError<hyper::Request<Full<Bytes>>>,
     started: Instant,
-) -> Exchange {
+) -> Result<(), Outcome> {
     let never_written = err.message().is_some();
     let error = err.into_error();
     if never_written
         || (error.is_incomplete_message() && started.elapsed() < Duration::from_millis(50))
     {
-        return Exchange::StaleConnection;
+        return Ok(());
     }
     let (code, reason) = describe_hyper(&error);
-    Exchange::Done(Outcome::failure(code, reason))
+    Err(Outcome::failure(code, reason))
 }
 
 /// A response whose body could not be read: the attempt failed, but the
@@ -249,8 +297,9 @@ fn body_failed(status: hyper::StatusCode, code: OutcomeCode, reason: String) -> 
 
 enum Exchange {
     Done(Outcome),
-    /// The pooled connection was dead before the request went out.
-    StaleConnection,
+    /// The pooled connection was dead before the request went out; its
+    /// place, to open a fresh one in.
+    StaleConnection(pool::Slot),
 }
 
 fn build_request(request: &OutgoingRequest<'_>) -> Request<Full<Bytes>> {

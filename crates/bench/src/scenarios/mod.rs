@@ -26,6 +26,7 @@ mod xmin;
 use ceiling::CeilingRates;
 
 pub use sizes::Sizes;
+pub use tenants::Scheme;
 
 pub type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -435,4 +436,22 @@ async fn wait_for_ok(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The body of one HTTP/1.1 GET with `Connection: close` (the daemon's admin
+/// endpoints).
+async fn http_get(address: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default())
 }

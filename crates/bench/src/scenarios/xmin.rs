@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-use super::{round3, wait_for_ok, warm_up, Bench, BenchDb, BenchResult, Sizes};
+use super::{http_get, round3, wait_for_ok, warm_up, Bench, BenchDb, BenchResult, Sizes};
 use crate::process::Daemon;
 use crate::sql;
 
@@ -346,20 +345,4 @@ async fn horizon_metrics(admin: SocketAddr, limit: Duration) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-/// The body of one HTTP/1.1 GET with `Connection: close`.
-async fn http_get(address: SocketAddr, path: &str) -> std::io::Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default())
 }
