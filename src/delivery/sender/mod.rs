@@ -45,9 +45,10 @@ pub const RESPONSE_EXCERPT_LEN: usize = 512;
 pub const MAX_IDLE_DEFAULT: usize = 128;
 /// Connections per origin, idle or in use. A fast receiver answers in about
 /// a millisecond, so 32 connections carry tens of thousands of requests a
-/// second to one host; a request beyond them waits (within the connect
-/// timeout) for one to come free instead of paying a new handshake, and a
-/// receiver is never asked to hold more than this many of our connections.
+/// second to one host; a request beyond them waits briefly for one to come
+/// free instead of paying a new handshake. Soft: past that wait it opens its
+/// own, so a webhook whose requests hang cannot hold up other webhooks on
+/// the same host.
 pub const MAX_PER_ORIGIN_DEFAULT: usize = 32;
 /// Idle connections kept per origin: as many as it may have, so a host at
 /// steady concurrency never has a connection closed only to open it again.
@@ -162,19 +163,11 @@ impl Sender {
         // Waiting for one of the host's connections counts as connecting.
         let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
         let slot = match self.pool.acquire(request.target, deadline).await {
-            Err(busy) => {
-                let limit = format_duration(self.config.connect_timeout);
-                let reason = format!(
-                    "connect timed out after {limit}: all {} connections to {} stayed in use",
-                    busy.connections, request.target.host
-                );
-                return Outcome::failure(OutcomeCode::ConnectTimeout, reason);
-            }
-            Ok(Lease::Open(slot)) => slot,
+            Lease::Open(slot) => slot,
             // A pooled connection the receiver closed while idle fails before
             // the request is written; that is not the receiver's fault, so one
             // fresh connection is tried before the attempt counts as failed.
-            Ok(Lease::Reused(connection)) => match self.exchange(connection, request).await {
+            Lease::Reused(connection) => match self.exchange(connection, request).await {
                 Exchange::Done(outcome) => return outcome,
                 Exchange::StaleConnection(slot) => slot,
             },
