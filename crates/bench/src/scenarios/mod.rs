@@ -438,6 +438,16 @@ async fn wait_for_ok(
     }
 }
 
+/// The value of an unlabelled metric in a `/metrics` text, if present.
+fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .parse::<f64>()
+            .ok()
+    })
+}
+
 /// The body of one HTTP/1.1 GET with `Connection: close` (the daemon's admin
 /// endpoints).
 async fn http_get(address: std::net::SocketAddr, path: &str) -> std::io::Result<String> {

@@ -376,14 +376,7 @@ async fn settled(daemon: &Daemon, port: u16) -> Settled {
         Ok(admin) => http_get(admin, "/metrics").await.unwrap_or_default(),
         Err(_) => String::new(),
     };
-    let value = |name: &str| {
-        text.lines().find_map(|line| {
-            line.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .parse::<f64>()
-                .ok()
-        })
-    };
+    let value = |name: &str| super::metric_value(&text, name);
     Settled {
         rss_mib: process::rss_mib(daemon.pid()),
         connections: process::established_to(daemon.pid(), port),

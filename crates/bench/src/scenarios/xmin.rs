@@ -320,14 +320,7 @@ async fn horizon_metrics(admin: SocketAddr, limit: Duration) -> Value {
     let deadline = Instant::now() + limit;
     loop {
         let text = http_get(admin, "/metrics").await.unwrap_or_default();
-        let value = |name: &str| {
-            text.lines().find_map(|line| {
-                line.strip_prefix(name)?
-                    .strip_prefix(' ')?
-                    .parse::<f64>()
-                    .ok()
-            })
-        };
+        let value = |name: &str| super::metric_value(&text, name);
         let seconds = value("webhookd_xmin_horizon_age_seconds");
         if seconds.unwrap_or(0.0) > 0.0 || Instant::now() > deadline {
             let dead: serde_json::Map<String, Value> = TABLES
