@@ -265,10 +265,9 @@ impl MainLoop {
         known: Option<NextWork>,
     ) -> Result<Tick> {
         let poll_interval = self.timing.poll_interval;
-        let client = self.pool.get().await?;
         let next = match known {
             Some(next) => next,
-            None => db::queue::next_work(&**client).await?,
+            None => db::queue::next_work(&**self.pool.get().await?).await?,
         };
         let listening = self.signals.listen.get() == ListenState::Active;
         let most = match switch.on_idle(&next) {
@@ -276,7 +275,7 @@ impl MainLoop {
             // the loop looks again sooner.
             _ if !listening => poll_interval.min(POLL_WITHOUT_LISTEN),
             IdleStep::TurnOn => {
-                if let Some(fence) = db::queue::set_wakeup_notify(&**client, true).await? {
+                if let Some(fence) = self.set_wakeup_notify(true).await? {
                     switch.turned_on(fence);
                 }
                 return Ok(Tick::Again);

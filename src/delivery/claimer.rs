@@ -283,13 +283,17 @@ impl Claimer {
     /// The slots a lease may fill now, for the leasing fan-out: the same
     /// limits the claim applies.
     pub fn slots(&self, in_flight: &InFlight) -> Slots {
-        let rooms = in_flight.rooms();
+        self.slots_within(&in_flight.rooms(), self.free(in_flight))
+    }
+
+    /// At most `limit` deliveries, within each webhook's free slots `rooms`.
+    fn slots_within(&self, rooms: &HashMap<Uuid, i32>, limit: usize) -> Slots {
         let (busy, free_slots) = rooms
-            .into_iter()
-            .map(|(webhook, room)| (webhook, room.max(0)))
+            .iter()
+            .map(|(webhook, room)| (*webhook, (*room).max(0)))
             .unzip();
         Slots {
-            limit: self.free(in_flight),
+            limit,
             busy,
             free_slots,
             per_webhook_cap: i32::try_from(self.config.pacing.start).unwrap_or(i32::MAX),
@@ -304,24 +308,15 @@ impl Claimer {
         pass: Pass,
         rooms: &HashMap<Uuid, i32>,
     ) -> Result<queue::ClaimedRows> {
-        let start = i32::try_from(self.config.pacing.start).unwrap_or(i32::MAX);
         let (limit, scan_window, by_webhook) = match pass {
             Pass::Window { limit, scan_window } => (limit, scan_window, false),
             Pass::ByWebhook { limit } => (limit, 0, true),
         };
-        let busy: Vec<Uuid> = rooms.keys().copied().collect();
-        let free_slots: Vec<i32> = busy.iter().map(|webhook| rooms[webhook].max(0)).collect();
+        let slots = self.slots_within(rooms, limit);
         let request = ClaimRequest {
             scan_window,
             by_webhook,
-            room: queue::Room {
-                limit: i32::try_from(limit).unwrap_or(i32::MAX),
-                busy: &busy,
-                free_slots: &free_slots,
-                per_webhook_cap: start,
-                lease: self.config.lease,
-                token,
-            },
+            room: slots.room(token),
         };
         queue::claim(client, &request).await
     }

@@ -58,11 +58,6 @@ impl FanOut {
         FanOut { config, pool }
     }
 
-    /// Fans out one batch of the claim loop's size.
-    pub async fn run_once(&self) -> Result<FanOutRound> {
-        self.run_batch(self.config.batch).await
-    }
-
     /// Fans out one batch of the claim loop's size and creates the
     /// deliveries that fit into `slots` already leased, ready to send: no
     /// claim is needed for them.
