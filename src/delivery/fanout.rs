@@ -16,11 +16,10 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use tokio::sync::Notify;
 use tracing::warn;
-use uuid::Uuid;
 
 use crate::admin::metrics::Metrics;
 use crate::db::queue::{self, NextWork};
-use crate::delivery::claimer::{Claim, Slots};
+use crate::delivery::claimer::{self, Claim, Slots};
 use crate::error::Result;
 use crate::service::Service;
 use crate::shutdown::Shutdown;
@@ -63,7 +62,7 @@ impl FanOut {
     /// claim is needed for them.
     pub async fn run_leasing(&self, slots: &Slots) -> Result<LeasingRound> {
         let client = self.pool.get().await?;
-        let token = Uuid::new_v4();
+        let token = claimer::lease_token();
         let batch = self.config.batch;
         let done = queue::fan_out_lease(&**client, batch, &slots.room(token)).await?;
         Ok(LeasingRound {
