@@ -16,9 +16,14 @@ impl Bench {
     /// Producer cost (scenario 4): a pgbench-style business transaction at
     /// 8 clients, without and with one `outbox.emit`, NOTIFY off and on, and
     /// for reference with the same row inserted into a plain table. No
-    /// daemon runs: this is what producers pay. The modes take turns, each
-    /// after a VACUUM, and each mode's median round counts: the tables grow
-    /// during a run, which would otherwise favour whichever mode ran first.
+    /// daemon runs: this is what producers pay. Each round runs every mode
+    /// once, each after a VACUUM, in an order that rotates from round to
+    /// round: the tables grow during a run, and a shared machine's speed
+    /// drifts, which would otherwise favour whichever mode runs first.
+    /// What `emit` costs beyond the plain insert is taken within each round
+    /// (both against that round's run without the outbox), so that drift
+    /// between rounds cancels; the report gives every round's figure and
+    /// their median, not only the medians of each mode.
     pub async fn producer(&self, sizes: &Sizes) -> BenchResult<serde_json::Value> {
         let seconds = sizes.producer_seconds;
         let rounds = sizes.producer_rounds;
@@ -35,12 +40,15 @@ impl Bench {
         ];
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         let mut cpu_samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
-        for round in 1..=rounds {
-            for (index, mode) in modes.iter().enumerate() {
+        for round in 0..rounds {
+            for turn in 0..modes.len() {
+                let index = (turn + round) % modes.len();
+                let mode = modes[index];
                 sql::vacuum_analyze(&db.client, &sql::PRODUCER_TABLES).await?;
-                let run = business_transactions(&db.url, *mode, seconds).await?;
+                let run = business_transactions(&db.url, mode, seconds).await?;
                 println!(
-                    "  round {round}: {:<34} {:>8.0} TPS {:>7.1} µs server CPU per transaction",
+                    "  round {}: {:<34} {:>8.0} TPS {:>7.1} µs server CPU per transaction",
+                    round + 1,
                     mode.name(),
                     run.tps,
                     run.cpu_us
@@ -50,6 +58,9 @@ impl Bench {
             }
         }
         sql::set_wakeup_notify(&db.client, true).await?;
+        // Per round: the points by which emit (NOTIFY off) loses more TPS
+        // than the plain insert, and its extra server CPU per transaction.
+        let beyond_plain = Paired::of(&samples, &cpu_samples);
         let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
         let cpu_medians: Vec<f64> = cpu_samples.iter_mut().map(|s| median(s)).collect();
         let base = medians[0];
@@ -63,6 +74,14 @@ impl Bench {
                 cpu_us - cpu_medians[0]
             );
         }
+        println!(
+            "  emit (NOTIFY off) beyond the plain table, within each round: {} points \
+             (median {:.1}); {} µs server CPU per transaction (median {:.1})",
+            list(&beyond_plain.points),
+            median(&mut beyond_plain.points.clone()),
+            list(&beyond_plain.cpu_us),
+            median(&mut beyond_plain.cpu_us.clone()),
+        );
         db.drop_database().await;
         Ok(json!({
             "scenario": "producer",
@@ -86,8 +105,44 @@ impl Bench {
                 "emit_notify_off": round3(cpu_medians[2]),
                 "emit_notify_on": round3(cpu_medians[3]),
             },
+            "emit_beyond_plain_per_round": {
+                "points": beyond_plain.points.iter().map(|p| round3(*p)).collect::<Vec<_>>(),
+                "median_points": round3(median(&mut beyond_plain.points.clone())),
+                "server_cpu_us": beyond_plain.cpu_us.iter().map(|c| round3(*c)).collect::<Vec<_>>(),
+                "median_server_cpu_us": round3(median(&mut beyond_plain.cpu_us.clone())),
+            },
         }))
     }
+}
+
+/// What `emit` (NOTIFY off) costs beyond the plain insert, round by round.
+struct Paired {
+    /// Its TPS loss minus the plain insert's, in percentage points of that
+    /// round's run without the outbox.
+    points: Vec<f64>,
+    /// Its server CPU per transaction minus the plain insert's, in µs.
+    cpu_us: Vec<f64>,
+}
+
+impl Paired {
+    /// From each mode's samples in round order (no outbox, plain, emit off, …).
+    fn of(tps: &[Vec<f64>], cpu_us: &[Vec<f64>]) -> Paired {
+        let rounds = tps[0].len();
+        let points = (0..rounds)
+            .map(|r| (tps[1][r] - tps[2][r]) / tps[0][r] * 100.0)
+            .collect();
+        let cpu_us = (0..rounds).map(|r| cpu_us[2][r] - cpu_us[1][r]).collect();
+        Paired { points, cpu_us }
+    }
+}
+
+/// "11.3 / 20.3 / 4.6": one decimal each.
+fn list(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.1}"))
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 const PRODUCER_CLIENTS: usize = 8;
