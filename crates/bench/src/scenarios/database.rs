@@ -61,8 +61,8 @@ impl Bench {
         // Per round: the points by which emit (NOTIFY off) loses more TPS
         // than the plain insert, and its extra server CPU per transaction.
         let beyond_plain = Paired::of(&samples, &cpu_samples);
-        let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
-        let cpu_medians: Vec<f64> = cpu_samples.iter_mut().map(|s| median(s)).collect();
+        let medians: Vec<f64> = samples.iter().map(|s| middle(s)).collect();
+        let cpu_medians: Vec<f64> = cpu_samples.iter().map(|s| middle(s)).collect();
         let base = medians[0];
         let overhead = |tps: f64| round3((1.0 - tps / base) * 100.0);
         for ((mode, tps), cpu_us) in modes.iter().zip(&medians).zip(&cpu_medians) {
@@ -137,7 +137,7 @@ impl Paired {
 }
 
 /// The median, the mean of the two middle values for an even count: with
-/// a few rounds, [`median`]'s upper middle would lean one way.
+/// a few rounds, taking the upper middle would lean one way.
 fn middle(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -182,11 +182,6 @@ impl ProducerMode {
             ProducerMode::Emit { notify: true } => "emit, NOTIFY on",
         }
     }
-}
-
-fn median(samples: &mut [f64]) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples.get(samples.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// What one mode's run of the business transaction measured.
