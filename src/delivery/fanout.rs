@@ -92,7 +92,7 @@ impl FanOut {
     }
 }
 
-/// What one call of [`FanOut::run_once`] did.
+/// What one fan-out statement did: the pump's ([`FanOutPump::run_once`]) or the leasing one's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FanOutRound {
     /// Events fanned out.
