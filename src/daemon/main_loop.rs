@@ -20,6 +20,7 @@ use super::wakeup::{IdleStep, WakeupSwitch};
 use crate::admin::metrics::{Metrics, PerWebhookState};
 use crate::db;
 use crate::db::queue::NextWork;
+use crate::db::Preparing;
 use crate::delivery::claimer::{Claim, Claimer, InFlight};
 use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::fanout::{FanOut, PumpControl};
@@ -54,6 +55,7 @@ pub(super) struct MainLoop {
     pub dispatcher: Arc<Dispatcher>,
     pub in_flight: Arc<InFlight>,
     pub pool: Pool,
+    pub preparing: Preparing,
     pub sender: Arc<Sender>,
     pub metrics: Arc<Metrics>,
     pub signals: Signals,
@@ -267,7 +269,10 @@ impl MainLoop {
         let poll_interval = self.timing.poll_interval;
         let next = match known {
             Some(next) => next,
-            None => db::queue::next_work(&**self.pool.get().await?).await?,
+            None => {
+                let client = self.pool.get().await?;
+                db::queue::next_work(self.preparing.session(&client)).await?
+            }
         };
         let listening = self.signals.listen.get() == ListenState::Active;
         let most = match switch.on_idle(&next) {

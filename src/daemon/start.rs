@@ -20,6 +20,7 @@ use crate::admin::ui::OperatorPage;
 use crate::admin::{AdminServer, AdminState};
 use crate::db;
 use crate::db::queue::AttemptRecord;
+use crate::db::Preparing;
 use crate::delivery::claimer::{Claimer, InFlight};
 use crate::delivery::completer::{Completer, CompleterParts, CompleterSignals};
 use crate::delivery::dispatcher::{Dispatcher, DispatcherParts};
@@ -41,6 +42,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     in_flight: Arc<InFlight>,
     signals: Signals,
+    preparing: Preparing,
 }
 
 /// Starts every service on `shutdown`; returns them, in start order, and the
@@ -91,6 +93,7 @@ async fn connect(config: &DaemonConfig) -> Result<Shared> {
         metrics: Arc::new(Metrics::new()),
         in_flight: Arc::new(InFlight::new(config.claimer.pacing)),
         signals: Signals::default(),
+        preparing: Preparing::default(),
     })
 }
 
@@ -143,6 +146,7 @@ async fn start_notifier(
         shared.signals.wake.clone(),
         shared.signals.listen.clone(),
         shared.metrics.clone(),
+        shared.preparing.clone(),
     );
     let first_listen = notifier.first_listen();
     services.start(notifier);
@@ -167,6 +171,7 @@ fn start_completer(
         config.completer,
         CompleterParts {
             pool: shared.pool.clone(),
+            preparing: shared.preparing.clone(),
             signals: CompleterSignals {
                 recorded: shared.signals.recorded.clone(),
                 retry_scheduled: shared.signals.wake.clone(),
@@ -182,7 +187,7 @@ fn start_completer(
 /// The completer, the fan-out pump and the main loop that drives them.
 fn start_delivery(config: &DaemonConfig, shared: Shared, services: &mut Services) {
     let results = start_completer(config, &shared, services);
-    let fanout = FanOut::new(config.fanout, shared.pool.clone());
+    let fanout = FanOut::new(config.fanout, shared.pool.clone(), shared.preparing.clone());
     let pump = FanOutPump::new(
         fanout.clone(),
         shared.signals.wake.clone(),
@@ -211,10 +216,15 @@ fn start_delivery(config: &DaemonConfig, shared: Shared, services: &mut Services
     services.start(MainLoop {
         fanout,
         pump: pump_control,
-        claimer: Claimer::new(config.claimer, shared.pool.clone()),
+        claimer: Claimer::new(
+            config.claimer,
+            shared.pool.clone(),
+            shared.preparing.clone(),
+        ),
         dispatcher,
         in_flight: shared.in_flight,
         pool: shared.pool,
+        preparing: shared.preparing,
         sender: shared.sender,
         metrics: shared.metrics,
         signals: shared.signals,

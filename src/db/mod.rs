@@ -19,7 +19,7 @@ pub mod webhooks;
 pub use connect::DatabaseTarget;
 pub use schema::{check_schema, migrate, migrate_to, migrations, schema_state, SchemaState};
 pub(crate) use statement::{again_on_deadlock, batch, begin, commit, named};
-pub use statement::{Param, Query};
+pub use statement::{Param, Preparing, Query, Session};
 pub use wakeup::{listen, notify, notify_wakeup, ping};
 
 use crate::error::{Error, Result};
@@ -98,7 +98,8 @@ const POOL_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// is a clear start-up error rather than the first query's.
 ///
 /// Connections carry no session state (no startup options, no `SET`, no
-/// named prepared statements), so the pool works through a connection pooler
+/// named prepared statements unless [`Preparing`] has shown the pool is
+/// direct), so the pool works through a connection pooler
 /// in transaction mode: a pooled server connection may serve another client
 /// between two of our statements. What the daemon's statements need from the
 /// planner and the commit is set inside the functions they call (migration

@@ -1,7 +1,8 @@
 //! The daemon's queue queries: fan-out, claim, write-back, release and the
 //! wake-up switch.
-//! Each is one unnamed statement and one round trip; the hot ones call the
-//! PL/pgSQL functions of migration 0005, which keep their plans.
+//! Each is one statement and one round trip; the hot ones call the PL/pgSQL
+//! functions of migrations 0005 and 0009, which keep their plans, and are
+//! sent prepared where [`crate::db::Preparing`] allows, else unnamed.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::db::{self, Query};
+use crate::db::{self, Query, Session};
 use crate::error::Result;
 
 /// What one fan-out batch did.
@@ -23,9 +24,11 @@ pub struct FanOutCount {
 }
 
 /// Fans out up to `batch` events.
-pub async fn fan_out(client: &impl GenericClient, batch: i32) -> Result<FanOutCount> {
+pub async fn fan_out<'c>(client: impl Into<Session<'c>>, batch: i32) -> Result<FanOutCount> {
     const FAN_OUT: Query = db::named!("fanning out events", "fan_out");
-    let row = FAN_OUT.one(client, &[(&batch, Type::INT4)]).await?;
+    let row = FAN_OUT
+        .one_in(client.into(), &[(&batch, Type::INT4)])
+        .await?;
     Ok(FanOutCount {
         events: row.get("events"),
         deliveries: row.get("deliveries"),
@@ -67,13 +70,16 @@ pub struct ClaimedDelivery {
 }
 
 /// Leases due deliveries.
-pub async fn claim(client: &impl GenericClient, request: &ClaimRequest<'_>) -> Result<ClaimedRows> {
+pub async fn claim<'c>(
+    client: impl Into<Session<'c>>,
+    request: &ClaimRequest<'_>,
+) -> Result<ClaimedRows> {
     const CLAIM: Query = db::named!("claiming deliveries", "claim");
     let room = &request.room;
     let lease_ms = i64::try_from(room.lease.as_millis()).unwrap_or(i64::MAX);
     let rows = CLAIM
-        .all(
-            client,
+        .all_in(
+            client.into(),
             &[
                 (&room.limit, Type::INT4),
                 (&request.scan_window, Type::INT4),
@@ -143,16 +149,16 @@ pub struct FannedAndLeased {
 
 /// Fans out up to `batch` events, creating the deliveries that fit into
 /// `room` already leased (migration 0009).
-pub async fn fan_out_lease(
-    client: &impl GenericClient,
+pub async fn fan_out_lease<'c>(
+    client: impl Into<Session<'c>>,
     batch: i32,
     room: &Room<'_>,
 ) -> Result<FannedAndLeased> {
     const FAN_OUT_LEASE: Query = db::named!("fanning out events", "fan_out_lease");
     let lease_ms = i64::try_from(room.lease.as_millis()).unwrap_or(i64::MAX);
     let rows = FAN_OUT_LEASE
-        .all(
-            client,
+        .all_in(
+            client.into(),
             &[
                 (&batch, Type::INT4),
                 (&room.limit, Type::INT4),
@@ -235,7 +241,10 @@ pub struct AttemptRecord {
 
 /// Writes a batch of attempts back; returns how many landed (the others had
 /// lost their lease or been cancelled).
-pub async fn complete(client: &impl GenericClient, records: &[AttemptRecord]) -> Result<u64> {
+pub async fn complete<'c>(
+    client: impl Into<Session<'c>>,
+    records: &[AttemptRecord],
+) -> Result<u64> {
     const COMPLETE: Query = db::named!("writing delivery results", "complete");
     let ids: Vec<Uuid> = records.iter().map(|r| r.delivery_id).collect();
     let tokens: Vec<Uuid> = records.iter().map(|r| r.lease_token).collect();
@@ -274,8 +283,8 @@ pub async fn complete(client: &impl GenericClient, records: &[AttemptRecord]) ->
         .map(|r| r.retry_after.map(whole_seconds))
         .collect();
     let row = COMPLETE
-        .one(
-            client,
+        .one_in(
+            client.into(),
             &[
                 (&ids, Type::UUID_ARRAY),
                 (&tokens, Type::UUID_ARRAY),
@@ -367,9 +376,9 @@ pub struct NextWork {
 }
 
 /// When there is next something to do, and the state of the wake-up switch.
-pub async fn next_work(client: &impl GenericClient) -> Result<NextWork> {
+pub async fn next_work<'c>(client: impl Into<Session<'c>>) -> Result<NextWork> {
     const NEXT_WAKEUP: Query = db::named!("finding the next due delivery", "next_wakeup");
-    let row = NEXT_WAKEUP.one(client, &[]).await?;
+    let row = NEXT_WAKEUP.one_in(client.into(), &[]).await?;
     Ok(next_work_of(&row))
 }
 

@@ -1,8 +1,15 @@
 //! How every statement runs: named queries of `sql/queries/`, sent unnamed
 //! with their parameter types in one round trip, and the one place a driver
 //! error becomes a [`crate::Error`] naming what webhookd was doing.
+//!
+//! The daemon's hot statements may instead be kept prepared on the pool's
+//! connections ([`Preparing`], [`Session`]): that spares the server parsing
+//! and planning the statement on every call, about a seventh of the fan-out's
+//! cost (docs/ARCHITECTURE.md, statements).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{GenericClient, Row, Transaction};
@@ -118,6 +125,108 @@ impl Query {
     /// How many rows it changed.
     pub async fn execute(&self, client: &impl GenericClient, params: &[Param<'_>]) -> Result<u64> {
         run(self.doing, client.execute_typed(self.sql, params)).await
+    }
+}
+
+/// Whether the daemon's pooled connections may keep its hot statements
+/// prepared. Named prepared statements live on a server connection, so a
+/// pooler in transaction mode may run one client's statement name on another
+/// client's connection. They are allowed only once LISTEN on the pool's own
+/// URL has heard a probe sent through the pool, which a transaction-mode
+/// pooler cannot pass; with `--listen-database-url` set, never. Shared by the
+/// notifier, which sets it, and the statements' callers.
+#[derive(Debug, Clone, Default)]
+pub struct Preparing(Arc<AtomicBool>);
+
+impl Preparing {
+    /// Allows or forbids prepared statements from now on.
+    pub fn set(&self, allowed: bool) {
+        self.0.store(allowed, Ordering::Relaxed);
+    }
+
+    /// Whether they are allowed now.
+    pub fn allowed(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// How a hot statement goes to this pooled connection.
+    pub fn session<'a>(&self, client: &'a deadpool_postgres::ClientWrapper) -> Session<'a> {
+        if self.allowed() {
+            Session::Prepared(client)
+        } else {
+            Session::Unnamed(client)
+        }
+    }
+}
+
+/// How a hot statement reaches the server.
+#[derive(Clone, Copy)]
+pub enum Session<'a> {
+    /// Unnamed with its parameter types: parsed and planned on every call,
+    /// safe through any pooler.
+    Unnamed(&'a tokio_postgres::Client),
+    /// Prepared once per pooled connection (its statement cache), then bound
+    /// and executed by name.
+    Prepared(&'a deadpool_postgres::ClientWrapper),
+}
+
+impl<'a> From<&'a tokio_postgres::Client> for Session<'a> {
+    fn from(client: &'a tokio_postgres::Client) -> Session<'a> {
+        Session::Unnamed(client)
+    }
+}
+
+impl Query {
+    /// Its rows, sent as `session` says.
+    pub async fn all_in(&self, session: Session<'_>, params: &[Param<'_>]) -> Result<Vec<Row>> {
+        match session {
+            Session::Unnamed(client) => self.all(client, params).await,
+            Session::Prepared(client) => {
+                let (statement, values) = self.prepared(client, params).await?;
+                let rows = client.query(&statement, &values).await;
+                self.forget_on_error(client, params, rows)
+            }
+        }
+    }
+
+    /// Exactly one row, sent as `session` says.
+    pub async fn one_in(&self, session: Session<'_>, params: &[Param<'_>]) -> Result<Row> {
+        match session {
+            Session::Unnamed(client) => self.one(client, params).await,
+            Session::Prepared(client) => {
+                let (statement, values) = self.prepared(client, params).await?;
+                let row = client.query_one(&statement, &values).await;
+                self.forget_on_error(client, params, row)
+            }
+        }
+    }
+
+    /// The connection's prepared statement (prepared now on first use) and
+    /// the parameter values to bind to it.
+    async fn prepared<'p>(
+        &self,
+        client: &deadpool_postgres::ClientWrapper,
+        params: &'p [Param<'_>],
+    ) -> Result<(tokio_postgres::Statement, Vec<&'p (dyn ToSql + Sync)>)> {
+        let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
+        let statement = run(self.doing, client.prepare_typed_cached(self.sql, &types)).await?;
+        Ok((statement, params.iter().map(|(value, _)| *value).collect()))
+    }
+
+    /// On an error, drops the statement from the connection's cache, so the
+    /// next call prepares it again: a schema change can leave a prepared
+    /// statement unusable ("cached plan must not change result type").
+    fn forget_on_error<T>(
+        &self,
+        client: &deadpool_postgres::ClientWrapper,
+        params: &[Param<'_>],
+        outcome: std::result::Result<T, tokio_postgres::Error>,
+    ) -> Result<T> {
+        outcome.map_err(|err| {
+            let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
+            client.statement_cache.remove(self.sql, &types);
+            Error::db(self.doing, err)
+        })
     }
 }
 

@@ -12,6 +12,7 @@ use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use crate::db::queue::{self, ClaimRequest, ClaimedDelivery};
+use crate::db::Preparing;
 use crate::delivery::pacing::{Feedback, Pace, PacingConfig};
 use crate::error::Result;
 
@@ -199,6 +200,7 @@ impl InFlight {
 pub struct Claimer {
     config: ClaimerConfig,
     pool: Pool,
+    preparing: Preparing,
 }
 
 /// One claim's result.
@@ -214,8 +216,12 @@ pub struct Claim {
 
 impl Claimer {
     /// A claimer over this pool.
-    pub fn new(config: ClaimerConfig, pool: Pool) -> Self {
-        Claimer { config, pool }
+    pub fn new(config: ClaimerConfig, pool: Pool, preparing: Preparing) -> Self {
+        Claimer {
+            config,
+            pool,
+            preparing,
+        }
     }
 
     /// Its settings.
@@ -303,7 +309,7 @@ impl Claimer {
 
     async fn claim(
         &self,
-        client: &tokio_postgres::Client,
+        client: &deadpool_postgres::ClientWrapper,
         token: Uuid,
         pass: Pass,
         rooms: &HashMap<Uuid, i32>,
@@ -318,7 +324,7 @@ impl Claimer {
             by_webhook,
             room: slots.room(token),
         };
-        queue::claim(client, &request).await
+        queue::claim(self.preparing.session(client), &request).await
     }
 }
 

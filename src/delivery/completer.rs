@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::admin::metrics::Metrics;
 use crate::db::queue::{self, AttemptRecord, NextStatus, WebhookHealth};
+use crate::db::Preparing;
 use crate::delivery::claimer::InFlight;
 use crate::error::Result;
 use crate::maintenance::disabler;
@@ -66,6 +67,8 @@ pub struct CompleteOutcome {
 pub struct CompleterParts {
     /// Where results are written.
     pub pool: Pool,
+    /// Whether the write-back may stay prepared on the pool's connections.
+    pub preparing: Preparing,
     /// Whom it tells about a write.
     pub signals: CompleterSignals,
     /// What `/metrics` reports.
@@ -195,7 +198,7 @@ impl Completer {
             return Ok(CompleteOutcome::default());
         }
         let client = self.parts.pool.get().await?;
-        let written = queue::complete(&**client, batch).await?;
+        let written = queue::complete(self.parts.preparing.session(&client), batch).await?;
         Ok(CompleteOutcome {
             written,
             fenced: batch.len() as u64 - written,

@@ -19,6 +19,7 @@ use tracing::warn;
 
 use crate::admin::metrics::Metrics;
 use crate::db::queue::{self, NextWork};
+use crate::db::Preparing;
 use crate::delivery::claimer::{self, Claim, Slots};
 use crate::error::Result;
 use crate::service::Service;
@@ -49,12 +50,17 @@ impl Default for FanOutConfig {
 pub struct FanOut {
     config: FanOutConfig,
     pool: Pool,
+    preparing: Preparing,
 }
 
 impl FanOut {
     /// A fan-out over this pool.
-    pub fn new(config: FanOutConfig, pool: Pool) -> Self {
-        FanOut { config, pool }
+    pub fn new(config: FanOutConfig, pool: Pool, preparing: Preparing) -> Self {
+        FanOut {
+            config,
+            pool,
+            preparing,
+        }
     }
 
     /// Fans out one batch of the claim loop's size and creates the
@@ -64,7 +70,8 @@ impl FanOut {
         let client = self.pool.get().await?;
         let token = claimer::lease_token();
         let batch = self.config.batch;
-        let done = queue::fan_out_lease(&**client, batch, &slots.room(token)).await?;
+        let session = self.preparing.session(&client);
+        let done = queue::fan_out_lease(session, batch, &slots.room(token)).await?;
         Ok(LeasingRound {
             round: FanOutRound {
                 events: done.count.events,
@@ -83,7 +90,7 @@ impl FanOut {
 
     async fn run_batch(&self, batch: i32) -> Result<FanOutRound> {
         let client = self.pool.get().await?;
-        let count = queue::fan_out(&**client, batch).await?;
+        let count = queue::fan_out(self.preparing.session(&client), batch).await?;
         Ok(FanOutRound {
             events: count.events,
             deliveries: count.deliveries,

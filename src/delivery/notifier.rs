@@ -23,7 +23,7 @@ use tokio_postgres::AsyncMessage;
 use tracing::{info, warn};
 
 use crate::admin::metrics::Metrics;
-use crate::db::DatabaseTarget;
+use crate::db::{DatabaseTarget, Preparing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
@@ -112,6 +112,9 @@ pub struct Notifier {
     wake: Arc<Notify>,
     status: Arc<ListenStatus>,
     metrics: Arc<Metrics>,
+    /// Allowed once a probe sent through the pool comes back on the pool's
+    /// own URL; forbidden while LISTEN there is deaf.
+    preparing: Preparing,
     /// Where the first connection's finding goes, once asked for.
     first: Option<oneshot::Sender<Result<ListenState>>>,
 }
@@ -119,13 +122,15 @@ pub struct Notifier {
 impl Notifier {
     /// `wake` is notified on every notification and after every reconnect;
     /// `status` tells the loop and readiness checks what LISTEN is doing.
-    /// Probes are sent through `pool`.
+    /// Probes are sent through `pool`, which may keep its statements prepared
+    /// (`preparing`) once one comes back on the pool's own URL.
     pub fn new(
         config: NotifierConfig,
         pool: Pool,
         wake: Arc<Notify>,
         status: Arc<ListenStatus>,
         metrics: Arc<Metrics>,
+        preparing: Preparing,
     ) -> Self {
         Notifier {
             config,
@@ -133,6 +138,7 @@ impl Notifier {
             wake,
             status,
             metrics,
+            preparing,
             first: None,
         }
     }
@@ -229,6 +235,7 @@ impl Notifier {
             );
         }
         self.status.set(ListenState::PollOnly);
+        self.preparing.set(false);
         if let Some(first) = first {
             let _ = first.send(Ok(ListenState::PollOnly));
         }
@@ -272,6 +279,9 @@ impl Notifier {
             info!("LISTEN receives notifications now; polling stops");
         }
         self.status.set(ListenState::Active);
+        // The probe crossed the pool's connections and came back here: with
+        // both on one URL, that is no pooler in transaction mode.
+        self.preparing.set(!self.config.explicit);
         if let Some(first) = first.take() {
             let _ = first.send(Ok(ListenState::Active));
         }

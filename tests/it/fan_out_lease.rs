@@ -173,3 +173,51 @@ async fn the_fan_out_says_when_work_is_next_due() {
         .unwrap();
     assert_eq!((third.deliveries.len(), third.unleased), (0, 1));
 }
+
+/// Where prepared statements are allowed, the hot statements are prepared
+/// once on the pooled connection and then run by name (the server parses and
+/// plans them once); where not, nothing is left on the connection.
+#[tokio::test]
+async fn hot_statements_stay_prepared_on_the_connection_only_where_allowed() {
+    let app = TestApp::new().await;
+    let org = Uuid::new_v4();
+    app.create_webhook(org, "http://127.0.0.1:9/a").await;
+    let target = webhookd::db::parse_url(&app.db.url).unwrap();
+    let pool = webhookd::db::connect_pool(&target, 1).await.unwrap();
+    let client = pool.get().await.unwrap();
+    let named = |rows: Vec<tokio_postgres::Row>| -> Vec<String> {
+        rows.iter().map(|row| row.get::<_, String>(0)).collect()
+    };
+    let list = "SELECT statement FROM pg_prepared_statements \
+                WHERE statement LIKE '%daemon_fan_out_lease(%' AND statement NOT LIKE '%pg_prepared%'";
+
+    let preparing = webhookd::db::Preparing::default();
+    for _ in 0..2 {
+        app.emit(org, "vote.created", sample(EventType::VoteCreated))
+            .await;
+        let done = queue::fan_out_lease(
+            preparing.session(&client),
+            50,
+            &room(4, &[], &[], Uuid::new_v4()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(done.deliveries.len(), 1);
+    }
+    assert!(named(client.query_typed(list, &[]).await.unwrap()).is_empty());
+
+    preparing.set(true);
+    for _ in 0..2 {
+        app.emit(org, "vote.created", sample(EventType::VoteCreated))
+            .await;
+        let done = queue::fan_out_lease(
+            preparing.session(&client),
+            50,
+            &room(4, &[], &[], Uuid::new_v4()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(done.deliveries.len(), 1);
+    }
+    assert_eq!(named(client.query_typed(list, &[]).await.unwrap()).len(), 1);
+}

@@ -20,6 +20,7 @@ use deadpool_postgres::Pool;
 use serde_json::{json, Value};
 use uuid::Uuid;
 use webhookd::db::queue::{self, AttemptRecord, ClaimedDelivery, NextStatus, WebhookHealth};
+use webhookd::db::Preparing;
 use webhookd::delivery::claimer::{Claimer, ClaimerConfig, InFlight};
 use webhookd::delivery::fanout::{FanOut, FanOutConfig};
 use webhookd::delivery::pacing::Feedback;
@@ -186,10 +187,13 @@ async fn worker(
     deadline: Instant,
 ) -> webhookd::Result<()> {
     let config = ClaimerConfig::default();
-    let claimer = Claimer::new(config, pool.clone());
+    // As the daemon sends them on a direct connection: prepared.
+    let preparing = Preparing::default();
+    preparing.set(true);
+    let claimer = Claimer::new(config, pool.clone(), preparing.clone());
     let in_flight = InFlight::new(config.pacing);
     let fan_out = FanOutConfig::default();
-    let loop_fan_out = FanOut::new(fan_out, pool.clone());
+    let loop_fan_out = FanOut::new(fan_out, pool.clone(), preparing.clone());
     let mut fan_out_batch = fan_out.batch;
     let mut health = Health::default();
     while written.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
@@ -204,7 +208,8 @@ async fn worker(
             };
             (round.round.events, claim)
         } else {
-            let fanned = queue::fan_out(&**pool.get().await?, fan_out_batch).await?;
+            let client = pool.get().await?;
+            let fanned = queue::fan_out(preparing.session(&client), fan_out_batch).await?;
             (fanned.events, claimer.run_once(&in_flight).await?)
         };
         fan_out_batch = if events >= i64::from(fan_out_batch) {
@@ -229,7 +234,7 @@ async fn worker(
             })
             .collect();
         let client = pool.get().await?;
-        let landed = queue::complete(&**client, &records).await?;
+        let landed = queue::complete(preparing.session(&client), &records).await?;
         in_flight.recorded(records.len());
         health.add(&records);
         health.fold(&client, false).await?;

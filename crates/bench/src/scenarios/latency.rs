@@ -56,6 +56,7 @@ impl Bench {
             std::slice::from_mut(&mut daemon),
         )
         .await?;
+        counter.window_ends(&db).await?;
         let seconds = started.elapsed().as_secs_f64();
         let postgres_cpu = process::postgres_cpu_seconds() - postgres_before;
         let usage = daemon.stop().await;
@@ -182,6 +183,11 @@ struct DaemonCounter {
     /// Row and WAL counters before the daemon starts.
     writes: pgstats::Writes,
     daemon_cpu: f64,
+    /// CPU seconds of the daemon's server processes (its pool's and its
+    /// LISTEN connection's) at the window's start, by process id.
+    backends: HashMap<i32, f64>,
+    /// What they used over the window.
+    backends_cpu: f64,
 }
 
 /// Transactions the bench's own session runs in the scenario's database
@@ -209,6 +215,8 @@ impl DaemonCounter {
             transactions,
             writes,
             daemon_cpu: 0.0,
+            backends: HashMap::new(),
+            backends_cpu: 0.0,
         })
     }
 
@@ -219,7 +227,41 @@ impl DaemonCounter {
             self.statements = Ok(pgstats::statements(&db.client).await?);
         }
         self.daemon_cpu = daemon_cpu;
+        self.backends = self.backends_cpu(db).await?;
         Ok(())
+    }
+
+    /// When the last event has arrived, before the daemon stops: what its
+    /// server processes used since the window started.
+    async fn window_ends(&mut self, db: &super::BenchDb) -> BenchResult<()> {
+        let now = self.backends_cpu(db).await?;
+        self.backends_cpu = now
+            .iter()
+            .map(|(pid, cpu)| cpu - self.backends.get(pid).copied().unwrap_or(0.0))
+            .sum();
+        Ok(())
+    }
+
+    /// CPU seconds so far of each server process serving the daemon, read
+    /// from /proc (the server runs on this machine). Unlike
+    /// `pg_stat_statements`, this counts all of the daemon's server work:
+    /// parsing, planning, commits and the protocol too.
+    async fn backends_cpu(&self, db: &super::BenchDb) -> BenchResult<HashMap<i32, f64>> {
+        let rows = self
+            .server
+            .query(
+                "/* webhookd-bench */ SELECT pid FROM pg_stat_activity
+                 WHERE datname = $1 AND application_name = 'webhookd'",
+                &[&db.scratch.name()],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let pid: i32 = row.get(0);
+                Some((pid, process::cpu_seconds(u32::try_from(pid).ok()?)?))
+            })
+            .collect())
     }
 
     /// After the daemon stopped and the producers disconnected: the cost
@@ -253,6 +295,7 @@ impl DaemonCounter {
         Ok(json!({
             "writes": writes,
             "daemon_cpu_ms": per((daemon_cpu - self.daemon_cpu) * 1000.0),
+            "daemon_backends_cpu_ms": per(self.backends_cpu * 1000.0),
             "statements": statements,
             "transactions": {
                 "span": "the daemon's whole run: start-up, warm-up event, window, shutdown",
@@ -330,6 +373,10 @@ fn print_cost(cost: &Value) {
             .as_f64()
             .unwrap_or(f64::NAN),
         cost["transactions"]["span"].as_str().unwrap_or_default()
+    );
+    println!(
+        "  server processes serving the daemon: CPU {:.3} ms per event (/proc, the window)",
+        cost["daemon_backends_cpu_ms"].as_f64().unwrap_or(f64::NAN)
     );
     // WAL is cluster-wide here: it includes the producers' events.
     pgstats::print_per_delivery(&cost["writes"]);
