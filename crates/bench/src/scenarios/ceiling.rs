@@ -208,8 +208,11 @@ async fn worker(
             };
             (round.round.events, claim)
         } else {
-            let client = pool.get().await?;
-            let fanned = queue::fan_out(preparing.session(&client), fan_out_batch).await?;
+            // The pool's one connection: given back before the claim takes it.
+            let fanned = {
+                let client = pool.get().await?;
+                queue::fan_out(preparing.session(&client), fan_out_batch).await?
+            };
             (fanned.events, claimer.run_once(&in_flight).await?)
         };
         fan_out_batch = if events >= i64::from(fan_out_batch) {
