@@ -81,6 +81,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "cheaper emit: one index fewer, one fast path",
         include_str!("../../sql/migrations/0010_cheaper_emit_one_fast_path.sql"),
     ),
+    (
+        11,
+        "leaner fan-out",
+        include_str!("../../sql/migrations/0011_leaner_fan_out.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.
