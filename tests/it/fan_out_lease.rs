@@ -185,39 +185,31 @@ async fn hot_statements_stay_prepared_on_the_connection_only_where_allowed() {
     let target = webhookd::db::parse_url(&app.db.url).unwrap();
     let pool = webhookd::db::connect_pool(&target, 1).await.unwrap();
     let client = pool.get().await.unwrap();
-    let named = |rows: Vec<tokio_postgres::Row>| -> Vec<String> {
-        rows.iter().map(|row| row.get::<_, String>(0)).collect()
-    };
-    let list = "SELECT statement FROM pg_prepared_statements \
-                WHERE statement LIKE '%daemon_fan_out_lease(%' AND statement NOT LIKE '%pg_prepared%'";
-
     let preparing = webhookd::db::Preparing::default();
-    for _ in 0..2 {
-        app.emit(org, "vote.created", sample(EventType::VoteCreated))
-            .await;
-        let done = queue::fan_out_lease(
-            preparing.session(&client),
-            50,
-            &room(4, &[], &[], Uuid::new_v4()),
-        )
-        .await
-        .unwrap();
-        assert_eq!(done.deliveries.len(), 1);
-    }
-    assert!(named(client.query_typed(list, &[]).await.unwrap()).is_empty());
+    // Two events fanned out one by one, each leased; then how many fan-out
+    // statements the connection holds prepared.
+    let fan_out_twice = || async {
+        for _ in 0..2 {
+            app.emit(org, "vote.created", sample(EventType::VoteCreated))
+                .await;
+            let room = room(4, &[], &[], Uuid::new_v4());
+            let done = queue::fan_out_lease(preparing.session(&client), 50, &room)
+                .await
+                .unwrap();
+            assert_eq!(done.deliveries.len(), 1);
+        }
+        let list = "SELECT count(*) FROM pg_prepared_statements \
+                    WHERE statement LIKE '%daemon_fan_out_lease(%' \
+                    AND statement NOT LIKE '%pg_prepared%'";
+        let row = client.query_typed_one(list, &[]).await.unwrap();
+        row.get::<_, i64>(0)
+    };
 
+    assert_eq!(fan_out_twice().await, 0, "not allowed: sent unnamed");
     preparing.set(true);
-    for _ in 0..2 {
-        app.emit(org, "vote.created", sample(EventType::VoteCreated))
-            .await;
-        let done = queue::fan_out_lease(
-            preparing.session(&client),
-            50,
-            &room(4, &[], &[], Uuid::new_v4()),
-        )
-        .await
-        .unwrap();
-        assert_eq!(done.deliveries.len(), 1);
-    }
-    assert_eq!(named(client.query_typed(list, &[]).await.unwrap()).len(), 1);
+    assert_eq!(
+        fan_out_twice().await,
+        1,
+        "allowed: prepared once, then reused"
+    );
 }
