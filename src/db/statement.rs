@@ -11,8 +11,10 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{GenericClient, Row, Transaction};
+use tracing::warn;
 
 use crate::error::{Error, Result};
 
@@ -150,9 +152,9 @@ impl Preparing {
     }
 
     /// How a hot statement goes to this pooled connection.
-    pub fn session<'a>(&self, client: &'a deadpool_postgres::ClientWrapper) -> Session<'a> {
+    pub fn session<'a>(&'a self, client: &'a deadpool_postgres::ClientWrapper) -> Session<'a> {
         if self.allowed() {
-            Session::Prepared(client)
+            Session::Prepared(client, self)
         } else {
             Session::Unnamed(client)
         }
@@ -166,8 +168,8 @@ pub enum Session<'a> {
     /// safe through any pooler.
     Unnamed(&'a tokio_postgres::Client),
     /// Prepared once per pooled connection (its statement cache), then bound
-    /// and executed by name.
-    Prepared(&'a deadpool_postgres::ClientWrapper),
+    /// and executed by name; the flag that allowed it, to withdraw.
+    Prepared(&'a deadpool_postgres::ClientWrapper, &'a Preparing),
 }
 
 impl<'a> From<&'a tokio_postgres::Client> for Session<'a> {
@@ -181,10 +183,12 @@ impl Query {
     pub async fn all_in(&self, session: Session<'_>, params: &[Param<'_>]) -> Result<Vec<Row>> {
         match session {
             Session::Unnamed(client) => self.all(client, params).await,
-            Session::Prepared(client) => {
-                let (statement, values) = self.prepared(client, params).await?;
-                let rows = client.query(&statement, &values).await;
-                self.forget_on_error(client, params, rows)
+            Session::Prepared(client, preparing) => {
+                let rows = async {
+                    let (statement, values) = prepared(client, self.sql, params).await?;
+                    client.query(&statement, &values).await
+                };
+                self.settle(client, preparing, params, rows.await)
             }
         }
     }
@@ -193,41 +197,61 @@ impl Query {
     pub async fn one_in(&self, session: Session<'_>, params: &[Param<'_>]) -> Result<Row> {
         match session {
             Session::Unnamed(client) => self.one(client, params).await,
-            Session::Prepared(client) => {
-                let (statement, values) = self.prepared(client, params).await?;
-                let row = client.query_one(&statement, &values).await;
-                self.forget_on_error(client, params, row)
+            Session::Prepared(client, preparing) => {
+                let row = async {
+                    let (statement, values) = prepared(client, self.sql, params).await?;
+                    client.query_one(&statement, &values).await
+                };
+                self.settle(client, preparing, params, row.await)
             }
         }
     }
 
-    /// The connection's prepared statement (prepared now on first use) and
-    /// the parameter values to bind to it.
-    async fn prepared<'p>(
-        &self,
-        client: &deadpool_postgres::ClientWrapper,
-        params: &'p [Param<'_>],
-    ) -> Result<(tokio_postgres::Statement, Vec<&'p (dyn ToSql + Sync)>)> {
-        let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
-        let statement = run(self.doing, client.prepare_typed_cached(self.sql, &types)).await?;
-        Ok((statement, params.iter().map(|(value, _)| *value).collect()))
-    }
-
     /// On an error, drops the statement from the connection's cache, so the
     /// next call prepares it again: a schema change can leave a prepared
-    /// statement unusable ("cached plan must not change result type").
-    fn forget_on_error<T>(
+    /// statement unusable ("cached plan must not change result type"). A
+    /// statement name the server does not know, or knows already, means a
+    /// pooler shares server connections after all: prepared statements are
+    /// withdrawn for the whole pool until LISTEN proves it direct again.
+    fn settle<T>(
         &self,
         client: &deadpool_postgres::ClientWrapper,
+        preparing: &Preparing,
         params: &[Param<'_>],
         outcome: std::result::Result<T, tokio_postgres::Error>,
     ) -> Result<T> {
         outcome.map_err(|err| {
             let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
             client.statement_cache.remove(self.sql, &types);
+            let shared = [
+                SqlState::INVALID_SQL_STATEMENT_NAME,
+                SqlState::DUPLICATE_PSTATEMENT,
+            ];
+            if err.code().is_some_and(|code| shared.contains(code)) && preparing.allowed() {
+                preparing.set(false);
+                warn!(
+                    "a prepared statement was missing or taken on its server connection (a \
+                     connection pooler in transaction mode?): statements go unnamed from now on"
+                );
+            }
             Error::db(self.doing, err)
         })
     }
+}
+
+/// The connection's prepared statement for `sql` (prepared now on first use)
+/// and the parameter values to bind to it.
+async fn prepared<'p>(
+    client: &deadpool_postgres::ClientWrapper,
+    sql: &str,
+    params: &'p [Param<'_>],
+) -> std::result::Result<
+    (tokio_postgres::Statement, Vec<&'p (dyn ToSql + Sync)>),
+    tokio_postgres::Error,
+> {
+    let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
+    let statement = client.prepare_typed_cached(sql, &types).await?;
+    Ok((statement, params.iter().map(|(value, _)| *value).collect()))
 }
 
 /// Runs statements without parameters (DDL, VACUUM, LISTEN) in the simple

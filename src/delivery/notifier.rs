@@ -180,6 +180,10 @@ impl Notifier {
                 }
                 ListenEnd::Lost(reason) => {
                     self.status.set(ListenState::Connecting);
+                    // The proof is gone with the connection (a failover or a
+                    // changed address may lead elsewhere): unnamed until the
+                    // next probe comes back.
+                    self.preparing.set(false);
                     if let Some(first) = first.take() {
                         if self.config.explicit {
                             // `reason` already says what failed ("cannot

@@ -212,4 +212,19 @@ async fn hot_statements_stay_prepared_on_the_connection_only_where_allowed() {
         1,
         "allowed: prepared once, then reused"
     );
+
+    // As if a pooler had handed over another server connection: the name is
+    // unknown there. That call fails without fanning out, prepared
+    // statements are withdrawn, and the next call goes through unnamed.
+    client.batch_execute("DEALLOCATE ALL").await.unwrap();
+    app.emit(org, "vote.created", sample(EventType::VoteCreated))
+        .await;
+    let room = room(4, &[], &[], Uuid::new_v4());
+    let missing = queue::fan_out_lease(preparing.session(&client), 50, &room).await;
+    assert!(missing.is_err());
+    assert!(!preparing.allowed());
+    let done = queue::fan_out_lease(preparing.session(&client), 50, &room)
+        .await
+        .unwrap();
+    assert_eq!(done.deliveries.len(), 1);
 }
