@@ -34,6 +34,15 @@ pub async fn backend_pid(client: &Client) -> BenchResult<i32> {
     Ok(client.query_one(sql, &[]).await?.get(0))
 }
 
+/// The server processes connected to `database` for the daemon (its
+/// default `application_name`): its pool's and its LISTEN connection's.
+pub async fn daemon_backends(client: &Client, database: &str) -> BenchResult<Vec<i32>> {
+    let sql = "/* webhookd-bench */ SELECT pid FROM pg_stat_activity
+               WHERE datname = $1 AND application_name = 'webhookd'";
+    let rows = client.query(sql, &[&database]).await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
 /// Waits (bounded) until no client backend but `keep` is connected to
 /// `database`, then makes sure the counters read next are complete.
 pub async fn settle(client: &Client, database: &str, keep: i32) -> BenchResult<()> {

@@ -247,20 +247,10 @@ impl DaemonCounter {
     /// `pg_stat_statements`, this counts all of the daemon's server work:
     /// parsing, planning, commits and the protocol too.
     async fn backends_cpu(&self, db: &super::BenchDb) -> BenchResult<HashMap<i32, f64>> {
-        let rows = self
-            .server
-            .query(
-                "/* webhookd-bench */ SELECT pid FROM pg_stat_activity
-                 WHERE datname = $1 AND application_name = 'webhookd'",
-                &[&db.scratch.name()],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| {
-                let pid: i32 = row.get(0);
-                Some((pid, process::cpu_seconds(u32::try_from(pid).ok()?)?))
-            })
+        let pids = pgstats::daemon_backends(&self.server, db.scratch.name()).await?;
+        Ok(pids
+            .into_iter()
+            .filter_map(|pid| Some((pid, process::cpu_seconds(u32::try_from(pid).ok()?)?)))
             .collect())
     }
 
