@@ -7,4 +7,6 @@ SET next_attempt_at = now(),
 FROM unnest($1::uuid[], $2::uuid[]) AS r(id, lease_token)
 WHERE d.id = r.id
   AND d.lease_token = r.lease_token
-  AND d.status = 'pending'
+  -- Still pending (deliveries_check), said so that deliveries_due cannot be
+  -- chosen to find the rows (migration 0012).
+  AND d.next_attempt_at IS NOT NULL

@@ -86,6 +86,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "leaner fan-out",
         include_str!("../../sql/migrations/0011_leaner_fan_out.sql"),
     ),
+    (
+        12,
+        "write-back by primary key",
+        include_str!("../../sql/migrations/0012_write_back_by_key.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.

@@ -35,3 +35,4 @@ mod standard_webhooks;
 mod tls;
 mod upgrade;
 mod validation;
+mod write_back;

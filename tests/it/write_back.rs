@@ -1,0 +1,146 @@
+//! The write-back's plan on a real database (migration 0012): it finds its
+//! rows by primary key, also when the statistics were taken before a backlog
+//! built up, so writing back one batch does not read the backlog. The same
+//! for giving leases back.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::Utc;
+use uuid::Uuid;
+use webhookd::db::queue::{self, AttemptRecord, NextStatus};
+
+use crate::harness::TestApp;
+
+/// Pending deliveries behind the batch: enough that reading them all shows.
+const BACKLOG: i64 = 20_000;
+/// Deliveries per statement, as a busy completer sends them.
+const BATCH: i64 = 128;
+/// Statements on one connection: past the five custom plans after which
+/// PostgreSQL may keep a generic one for the session.
+const ROUNDS: usize = 8;
+
+/// Index entries this session read through deliveries_due.
+const DUE_READ: &str = "SELECT pg_stat_get_xact_tuples_returned('outbox.deliveries_due'::regclass)";
+
+#[tokio::test]
+async fn write_back_and_release_read_their_rows_by_key_when_statistics_predate_the_backlog() {
+    let app = TestApp::new().await;
+    let org = Uuid::new_v4();
+    app.create_webhook(org, "http://127.0.0.1:9/away").await;
+    let client = app.db.client().await;
+    // Statistics from a quiet moment: nothing pending yet.
+    client
+        .batch_execute("ANALYZE outbox.deliveries")
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO outbox.events (organization_id, event, data) \
+             SELECT $1, 'vote.created', jsonb_build_object('id', 'v' || i, 'post_id', 'p') \
+             FROM generate_series(1, $2::bigint) AS i",
+            &[&org, &BACKLOG],
+        )
+        .await
+        .unwrap();
+    let fanned = queue::fan_out(&client, i32::try_from(BACKLOG).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(fanned.deliveries, BACKLOG);
+
+    for round in 0..ROUNDS {
+        let (token, leased) = lease_batch(&client).await;
+        let records: Vec<AttemptRecord> = leased
+            .iter()
+            .map(|(id, webhook, attempt)| delivered(*id, *webhook, *attempt, token))
+            .collect();
+        let (landed, due_read) =
+            counting_due_reads(&client, queue::complete(&client, &records)).await;
+        assert_eq!(landed, BATCH as u64, "write-back, round {round}");
+        assert!(
+            due_read < BATCH,
+            "write-back, round {round}: {BATCH} rows read {due_read} entries of deliveries_due \
+             with {BACKLOG} pending"
+        );
+
+        let (token, leased) = lease_batch(&client).await;
+        let leases: Vec<(Uuid, Uuid)> = leased.iter().map(|(id, _, _)| (*id, token)).collect();
+        let (released, due_read) =
+            counting_due_reads(&client, queue::release(&client, &leases)).await;
+        assert_eq!(released, BATCH as u64, "release, round {round}");
+        assert!(
+            due_read < BATCH,
+            "release, round {round}: {BATCH} rows read {due_read} entries of deliveries_due \
+             with {BACKLOG} pending"
+        );
+    }
+    let (delivered, leased): (i64, i64) = {
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 'delivered'), \
+                        count(*) FILTER (WHERE lease_token IS NOT NULL) \
+                 FROM outbox.deliveries",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((delivered, leased), (BATCH * ROUNDS as i64, 0));
+}
+
+/// Leases the first `BATCH` pending deliveries that are not leased, as a
+/// claim would: (token, [(id, webhook, attempt)]).
+async fn lease_batch(client: &tokio_postgres::Client) -> (Uuid, Vec<(Uuid, Uuid, i32)>) {
+    let token = Uuid::new_v4();
+    let rows = client
+        .query(
+            "UPDATE outbox.deliveries SET lease_token = $1, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM outbox.deliveries \
+                          WHERE status = 'pending' AND lease_token IS NULL \
+                          ORDER BY id LIMIT $2) \
+             RETURNING id, webhook_id, attempts",
+            &[&token, &BATCH],
+        )
+        .await
+        .unwrap();
+    let leased = rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    (token, leased)
+}
+
+/// Runs `statement` and reads how many deliveries_due entries it read, both
+/// within one transaction: the session's counters are flushed only between
+/// transactions.
+async fn counting_due_reads<T>(
+    client: &tokio_postgres::Client,
+    statement: impl Future<Output = webhookd::Result<T>>,
+) -> (T, i64) {
+    client.batch_execute("BEGIN").await.unwrap();
+    let before: i64 = client.query_one(DUE_READ, &[]).await.unwrap().get(0);
+    let result = statement.await.unwrap();
+    let after: i64 = client.query_one(DUE_READ, &[]).await.unwrap().get(0);
+    client.batch_execute("COMMIT").await.unwrap();
+    (result, after - before)
+}
+
+/// What the dispatcher hands the completer for a 204.
+fn delivered(delivery_id: Uuid, webhook_id: Uuid, attempt: i32, token: Uuid) -> AttemptRecord {
+    AttemptRecord {
+        delivery_id,
+        webhook_id,
+        lease_token: token,
+        attempt,
+        next: NextStatus::Delivered,
+        status_code: Some(204),
+        outcome: "delivered",
+        reason: None,
+        response_excerpt: None,
+        started_at: Utc::now(),
+        duration: Duration::from_millis(1),
+        retry_after: None,
+        disables_webhook: false,
+    }
+}
