@@ -33,15 +33,15 @@ struct Args {
     /// without it. Pass a URL with `sslmode=prefer` to measure with TLS.
     #[arg(long, env = "DATABASE_URL", default_value = BENCH_DATABASE_URL, hide_env_values = true)]
     database_url: String,
-    /// Comma-separated scenarios: ceiling, throughput, fanout, latency, isolation, replicas,
-    /// producer, backlog, soak, xmin; and tenants (many receiver hosts, over HTTP then
+    /// Comma-separated scenarios: ceiling, throughput, fanout, latency, away, isolation,
+    /// replicas, producer, backlog, soak, xmin; and tenants (many receiver hosts, over HTTP then
     /// HTTPS; tenants-http or tenants-https for one of them; only when named).
     /// The ceiling runs first wherever it is named; the delivery scenarios report their
     /// rate as a share of it.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ceiling,throughput,fanout,latency,isolation,replicas,producer,backlog,soak,xmin"
+        default_value = "ceiling,throughput,fanout,latency,away,isolation,replicas,producer,backlog,soak,xmin"
     )]
     scenarios: Vec<String>,
     /// Smaller sizes, for a quick look (about a minute and a half).
@@ -109,6 +109,7 @@ async fn main() -> std::process::ExitCode {
             "throughput" => bench.throughput(&sizes).await,
             "fanout" => bench.fanout(&sizes).await,
             "latency" => bench.latency(&sizes).await,
+            "away" => bench.away(&sizes).await,
             "isolation" => bench.isolation(&sizes).await,
             "replicas" => bench.replicas(&sizes).await,
             "producer" => bench.producer(&sizes).await,

@@ -117,6 +117,32 @@ pub async fn vacuum_analyze(client: &Client, tables: &[&str]) -> BenchResult<()>
     Ok(())
 }
 
+/// The away scenario's retries: every un-fanned event of $1 becomes one
+/// delivery to webhook $2 that failed once and waits an hour for its retry,
+/// inserted as such (no dead rows that would bring a vacuum, and with it
+/// fresh statistics, while the scenario runs).
+const AWAY_RETRIES: &str = "
+    WITH marked AS (
+        UPDATE outbox.events SET fanned_out_at = now()
+        WHERE organization_id = $1 AND fanned_out_at IS NULL
+        RETURNING id
+    )
+    INSERT INTO outbox.deliveries
+        (event_id, webhook_id, organization_id, attempts, next_attempt_at, last_attempt_at,
+         last_error)
+    SELECT id, $2, $1, 1, now() + interval '1 hour', now(), 'connect: connection refused'
+    FROM marked";
+
+/// Makes the events of `org` retries of `webhook` due in an hour, after
+/// taking the deliveries' statistics while none are pending (as autovacuum
+/// would have before an outage); returns how many.
+pub async fn away_retries(client: &Client, org: Uuid, webhook: Uuid) -> BenchResult<u64> {
+    client.batch_execute("ANALYZE outbox.deliveries").await?;
+    let made = client.execute(AWAY_RETRIES, &[&org, &webhook]).await?;
+    vacuum_analyze(client, &["outbox.events"]).await?;
+    Ok(made)
+}
+
 /// Turns the wake-up NOTIFY of `outbox.emit` on or off (migration 0003).
 pub async fn set_wakeup_notify(client: &Client, on: bool) -> BenchResult<()> {
     client

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{round3, wait_for_ok, warm_up, Bench, BenchResult, Sizes};
-use crate::pgstats;
 use crate::process::{self, Daemon};
+use crate::{pgstats, sql};
 
 const PRODUCERS: u64 = 4;
 
@@ -33,9 +33,35 @@ impl Bench {
             "latency: {} events/s for {}s from {PRODUCERS} producer connections, 1 webhook, 1 replica",
             sizes.latency_rate, sizes.latency_seconds
         );
+        self.steady_rate(sizes, 0).await
+    }
+
+    /// Away: the latency scenario while another organization's receiver is
+    /// away, `away_pending` of its deliveries waiting for their retry, and
+    /// the deliveries' statistics taken before they piled up (autovacuum off,
+    /// or not yet round). What a healthy webhook's latency and cost become
+    /// beside a large backlog.
+    pub async fn away(&self, sizes: &Sizes) -> BenchResult<Value> {
+        println!(
+            "away: as latency, while {} retries of another organization's webhook wait (statistics from before they did)",
+            sizes.away_pending
+        );
+        self.steady_rate(sizes, sizes.away_pending).await
+    }
+
+    /// The latency scenario, with `away_pending` retries of another
+    /// organization's webhook waiting beside it.
+    async fn steady_rate(&self, sizes: &Sizes, away_pending: i64) -> BenchResult<Value> {
         let db = self.fresh_db().await?;
         let org = Uuid::new_v4();
         self.webhook(&db, org, "/ok").await?;
+        if away_pending > 0 {
+            let away = Uuid::new_v4();
+            let webhook = self.webhook(&db, away, "/away").await?;
+            self.fill(&db, away, away_pending).await?;
+            let made = sql::away_retries(&db.client, away, webhook).await?;
+            println!("  {made} retries waiting for the away receiver");
+        }
         let mut counter = DaemonCounter::start(&self.server_url, &db).await?;
         let tally = &self.sink.tally;
         tally.reset();
@@ -77,7 +103,8 @@ impl Bench {
         print_cost(&cost);
         db.drop_database().await;
         Ok(json!({
-            "scenario": "latency",
+            "scenario": if away_pending > 0 { "away" } else { "latency" },
+            "away_pending": away_pending,
             "rate_per_second": sizes.latency_rate,
             "seconds": sizes.latency_seconds,
             "producers": PRODUCERS,
