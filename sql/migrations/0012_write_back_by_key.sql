@@ -1,22 +1,26 @@
 -- The write-back (migration 7) finds its rows by primary key only, whatever
--- the statistics say (docs/ARCHITECTURE.md, write-back).
+-- the statistics say and however small the table was when its plan was made
+-- (docs/ARCHITECTURE.md, write-backs go by primary key).
 --
--- It asked for `d.status = 'pending'`, which matches the predicate of the
--- partial index deliveries_due. When the statistics were taken while few
--- deliveries were pending (a new install, a quiet hour, autovacuum off or
--- not yet round) and a backlog then builds up (a receiver away for a day,
--- a burst), the planner believed the pending rows were a handful and chose
--- to read all of them through deliveries_due and hash-join the batch
--- against them. Every write-back then read the whole backlog: 115,000 index
--- entries and 40 ms for a batch of 128, so draining got slower the more
--- there was to drain (BENCHMARKS.md, the write-back plan).
+-- It joined the batch to outbox.deliveries on id and asked for
+-- `d.status = 'pending'`, the predicate of the partial index deliveries_due.
+-- PL/pgSQL keeps a generic plan for each connection after five calls, made
+-- for the table as it was then; when that was small (a new install, a quiet
+-- hour) or the statistics were (autovacuum off or not yet round), the plan
+-- read the whole table, or all pending rows through deliveries_due, and
+-- hash-joined the batch against them. That is cheap for a few rows and
+-- ruinous once a backlog builds up (a receiver away for a day): every
+-- write-back then read the backlog, 115,000 index entries and 40 ms for a
+-- batch of 128, and with 200,000 retries waiting a daemon's write-backs fell
+-- so far behind that deliveries to healthy webhooks stopped (BENCHMARKS.md,
+-- the away scenario).
 --
--- The table's check deliveries_check makes `status = 'pending'` and
--- `next_attempt_at IS NOT NULL` the same condition, so the statement now
--- tests the latter. It implies nothing about deliveries_due's predicate,
--- so that index cannot serve the statement; every other way in costs a
--- read of a whole index or table, which the planner prices by its real size,
--- leaving one lookup per row of the batch through deliveries_pkey.
+-- Now the rows are asked for as `d.id = ANY (p_ids)`: one index scan of
+-- deliveries_pkey for exactly the batch's ids is the cheapest way in at any
+-- table size, so every plan, generic or not, takes it. And "still pending"
+-- is said as `next_attempt_at IS NOT NULL`, which the table's check
+-- deliveries_check makes the same condition but which implies nothing about
+-- deliveries_due's predicate, so that index is out of the running.
 --
 -- Same signature and result: the previous release's daemons call it as
 -- before (its 11-argument form of migration 7 calls this one).
@@ -52,7 +56,9 @@ BEGIN
             last_error = coalesce(r.reason, d.last_error),
             delivered_at = CASE WHEN r.status = 'delivered' THEN now() ELSE d.delivered_at END
         FROM result r
-        WHERE d.id = r.id
+        -- The batch's ids, looked up in deliveries_pkey by one index scan.
+        WHERE d.id = ANY (p_ids)
+          AND d.id = r.id
           AND d.lease_token = r.lease_token
           -- Still pending (deliveries_check), said so that deliveries_due
           -- cannot be chosen to find the rows.

@@ -10,8 +10,10 @@ SET next_attempt_at = now() + $3::bigint * interval '1 millisecond',
     last_attempt_at = (SELECT max(a.started_at) FROM outbox.delivery_attempts a
                        WHERE a.delivery_id = d.id)
 FROM unnest($1::uuid[], $2::uuid[]) AS r(id, lease_token)
-WHERE d.id = r.id
+-- The batch by primary key, whatever the plan (migration 0012).
+WHERE d.id = ANY ($1::uuid[])
+  AND d.id = r.id
   AND d.lease_token = r.lease_token
   -- Still pending (deliveries_check), said so that deliveries_due cannot be
-  -- chosen to find the rows (migration 0012).
+  -- chosen to find the rows.
   AND d.next_attempt_at IS NOT NULL

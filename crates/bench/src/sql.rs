@@ -117,30 +117,37 @@ pub async fn vacuum_analyze(client: &Client, tables: &[&str]) -> BenchResult<()>
     Ok(())
 }
 
-/// The away scenario's retries: every un-fanned event of $1 becomes one
-/// delivery to webhook $2 that failed once and waits an hour for its retry,
-/// inserted as such (no dead rows that would bring a vacuum, and with it
-/// fresh statistics, while the scenario runs).
+/// The away scenario's retries: every event of $1 becomes one delivery to
+/// webhook $2 that failed once and waits an hour for its retry, inserted as
+/// such (no dead rows that would bring a vacuum, and with it fresh
+/// statistics, while the scenario runs).
 const AWAY_RETRIES: &str = "
-    WITH marked AS (
-        UPDATE outbox.events SET fanned_out_at = now()
-        WHERE organization_id = $1 AND fanned_out_at IS NULL
-        RETURNING id
-    )
     INSERT INTO outbox.deliveries
         (event_id, webhook_id, organization_id, attempts, next_attempt_at, last_attempt_at,
          last_error)
     SELECT id, $2, $1, 1, now() + interval '1 hour', now(), 'connect: connection refused'
-    FROM marked";
+    FROM outbox.events
+    WHERE organization_id = $1";
 
-/// Makes the events of `org` retries of `webhook` due in an hour, after
-/// taking the deliveries' statistics while none are pending (as autovacuum
-/// would have before an outage); returns how many.
-pub async fn away_retries(client: &Client, org: Uuid, webhook: Uuid) -> BenchResult<u64> {
-    client.batch_execute("ANALYZE outbox.deliveries").await?;
-    let made = client.execute(AWAY_RETRIES, &[&org, &webhook]).await?;
+/// Marks the events of `org` fanned out before any daemon runs, so that
+/// only [`away_retries`] makes their deliveries; takes the deliveries'
+/// statistics while none are pending, as autovacuum would have before an
+/// outage.
+pub async fn away_events(client: &Client, org: Uuid) -> BenchResult<()> {
+    client
+        .execute(
+            "UPDATE outbox.events SET fanned_out_at = now() WHERE organization_id = $1",
+            &[&org],
+        )
+        .await?;
     vacuum_analyze(client, &["outbox.events"]).await?;
-    Ok(made)
+    client.batch_execute("ANALYZE outbox.deliveries").await?;
+    Ok(())
+}
+
+/// Makes the events of `org` retries of `webhook`; returns how many.
+pub async fn away_retries(client: &Client, org: Uuid, webhook: Uuid) -> BenchResult<u64> {
+    Ok(client.execute(AWAY_RETRIES, &[&org, &webhook]).await?)
 }
 
 /// Turns the wake-up NOTIFY of `outbox.emit` on or off (migration 0003).
