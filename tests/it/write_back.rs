@@ -25,6 +25,13 @@ const SMALL_BATCH: i64 = 1;
 /// may keep a generic one for the session.
 const ROUNDS: usize = 20;
 
+/// Most index entries a statement may read per row of its batch: the row's
+/// lookup and the attempt log's foreign-key check, each of which meets one
+/// primary-key entry per version of the row not yet vacuumed away (the
+/// fan-out's insert, the lease, …; more while other transactions hold the
+/// horizon back). Reading the backlog would be about 150 per row.
+const READS_PER_ROW: i64 = 16;
+
 /// Index entries this session read through any index of outbox.deliveries.
 const INDEX_READS: &str = "SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid))::bigint \
      FROM pg_index WHERE indrelid = 'outbox.deliveries'::regclass";
@@ -100,7 +107,7 @@ async fn write_back_and_release(client: &tokio_postgres::Client, batch: i64, wha
         .await
         .unwrap()
         .get(0);
-    let bound = 4 * batch;
+    let bound = READS_PER_ROW * batch;
 
     let (token, leased) = lease_batch(client, batch).await;
     let records: Vec<AttemptRecord> = leased
