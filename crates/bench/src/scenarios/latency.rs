@@ -83,6 +83,10 @@ impl Bench {
             }
             let made = sql::away_retries(&db.client, away, webhook).await?;
             println!("  {made} retries now wait for the away receiver");
+            // The extra warm-up events, the retries' statement, and this
+            // reading's flush (two statements) and reading.
+            let own = (AWAY_WARM_UP_EVENTS as i64 - 1) + 1 + 3;
+            counter.writes_from_here(&db, own).await?;
         }
         counter
             .window_starts(&db, daemon.usage().cpu_seconds)
@@ -231,6 +235,8 @@ struct DaemonCounter {
     backends: HashMap<i32, f64>,
     /// What they used over the window.
     backends_cpu: f64,
+    /// The bench's own transactions beyond [`OWN_TRANSACTIONS`].
+    own_extra: i64,
 }
 
 /// Transactions the bench's own session runs in the scenario's database
@@ -260,7 +266,20 @@ impl DaemonCounter {
             daemon_cpu: 0.0,
             backends: HashMap::new(),
             backends_cpu: 0.0,
+            own_extra: 0,
         })
+    }
+
+    /// Counts writes from here on, leaving out the bench's own before (the
+    /// away scenario's retries), and `own` more transactions of the bench's
+    /// own (its extra warm-up events and the retries). The daemon's writes of
+    /// the last second or so before may be published later and so still
+    /// count (its counters are published late): a few warm-up events' worth.
+    async fn writes_from_here(&mut self, db: &super::BenchDb, own: i64) -> BenchResult<()> {
+        self.own_extra += own;
+        pgstats::flush(&db.client).await?;
+        self.writes = pgstats::writes(&db.client).await?;
+        Ok(())
     }
 
     /// When the measured window starts: the statements so far, and the
@@ -317,7 +336,7 @@ impl DaemonCounter {
         pgstats::settle(&self.server, name, self.bench_pid).await?;
         pgstats::flush(&db.client).await?;
         let (commits, rollbacks) = pgstats::transactions(&self.server, name).await?;
-        let own = OWN_TRANSACTIONS + if self.statements.is_ok() { 2 } else { 0 };
+        let own = OWN_TRANSACTIONS + self.own_extra + if self.statements.is_ok() { 2 } else { 0 };
         let daemon_commits = commits - self.transactions.0 - events as i64 - own;
         // Over the daemon's whole run, so the warm-up event's delivery counts.
         let writes = pgstats::per_delivery(
