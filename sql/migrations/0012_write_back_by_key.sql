@@ -23,12 +23,14 @@
 -- deliveries_due's predicate, so that index is out of the running.
 --
 -- With the plan's shape no longer left to the table's size, the statement
--- keeps one generic plan per connection (plan_cache_mode). PostgreSQL had
--- planned it afresh on every call: a plan made for the actual arrays looked
--- cheaper than the generic one, made for ten rows, so the generic one was
--- never taken, and planning was more than half of a one-row write-back's
--- cost (1.39 M instructions per call counted under callgrind, 0.63 M with
--- the generic plan; BENCHMARKS.md).
+-- keeps one generic plan per connection from its first call
+-- (plan_cache_mode). Left to choose, PostgreSQL plans the first five calls
+-- for their actual arrays and then keeps a generic plan only if it does not
+-- look dearer than those did, which depends on the table at the time. Where
+-- it looked dearer (one-row write-backs beside 3,000 leased deliveries,
+-- counted under callgrind), every call was planned afresh: 1.39 M
+-- instructions per call, 0.63 M with the generic plan (BENCHMARKS.md). In
+-- the daemon's latency runs it had switched after five calls.
 --
 -- Same signature and result: the previous release's daemons call it as
 -- before (its 11-argument form of migration 7 calls this one).
