@@ -5,12 +5,11 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use uuid::Uuid;
-use webhookd::db::queue::{self, AttemptRecord, ClaimRequest, NextStatus, Room};
+use webhookd::db::queue::{self, AttemptRecord, ClaimRequest, Room};
 use webhookd::EventType;
 
-use crate::harness::{sample, TestApp};
+use crate::harness::{delivered_attempt, sample, TestApp};
 
 const LEASE: Duration = Duration::from_secs(90);
 
@@ -26,21 +25,7 @@ fn room<'a>(limit: i32, busy: &'a [Uuid], free: &'a [i32], token: Uuid) -> Room<
 }
 
 fn delivered(delivery: &queue::ClaimedDelivery, token: Uuid) -> AttemptRecord {
-    AttemptRecord {
-        delivery_id: delivery.id,
-        webhook_id: delivery.webhook_id,
-        lease_token: token,
-        attempt: delivery.attempt,
-        next: NextStatus::Delivered,
-        status_code: Some(204),
-        outcome: "delivered",
-        reason: None,
-        response_excerpt: None,
-        started_at: Utc::now(),
-        duration: Duration::from_millis(1),
-        retry_after: None,
-        disables_webhook: false,
-    }
+    delivered_attempt(delivery.id, delivery.webhook_id, delivery.attempt, token)
 }
 
 #[tokio::test]

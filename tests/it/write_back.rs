@@ -5,13 +5,11 @@
 //! leases back.
 
 use std::future::Future;
-use std::time::Duration;
 
-use chrono::Utc;
 use uuid::Uuid;
-use webhookd::db::queue::{self, AttemptRecord, NextStatus};
+use webhookd::db::queue::{self, AttemptRecord};
 
-use crate::harness::TestApp;
+use crate::harness::{delivered_attempt, TestApp};
 
 /// Pending deliveries behind the batch: enough that reading them all shows.
 const BACKLOG: i64 = 20_000;
@@ -112,7 +110,7 @@ async fn write_back_and_release(client: &tokio_postgres::Client, batch: i64, wha
     let (token, leased) = lease_batch(client, batch).await;
     let records: Vec<AttemptRecord> = leased
         .iter()
-        .map(|(id, webhook, attempt)| delivered(*id, *webhook, *attempt, token))
+        .map(|(id, webhook, attempt)| delivered_attempt(*id, *webhook, *attempt, token))
         .collect();
     let (landed, read) = counting_index_reads(client, queue::complete(client, &records)).await;
     assert_eq!(landed, batch as u64, "write-back, {what}");
@@ -169,23 +167,4 @@ async fn counting_index_reads<T>(
     let after: i64 = client.query_one(INDEX_READS, &[]).await.unwrap().get(0);
     client.batch_execute("COMMIT").await.unwrap();
     (result, after - before)
-}
-
-/// What the dispatcher hands the completer for a 204.
-fn delivered(delivery_id: Uuid, webhook_id: Uuid, attempt: i32, token: Uuid) -> AttemptRecord {
-    AttemptRecord {
-        delivery_id,
-        webhook_id,
-        lease_token: token,
-        attempt,
-        next: NextStatus::Delivered,
-        status_code: Some(204),
-        outcome: "delivered",
-        reason: None,
-        response_excerpt: None,
-        started_at: Utc::now(),
-        duration: Duration::from_millis(1),
-        retry_after: None,
-        disables_webhook: false,
-    }
 }

@@ -320,6 +320,31 @@ pub fn expected_signature(secret: &str, body: &[u8]) -> String {
     devkit::receiver::signature(secret, body)
 }
 
+/// What the dispatcher hands the completer for a 204 that took a
+/// millisecond: the attempt record of a delivery leased under `lease_token`.
+pub fn delivered_attempt(
+    delivery_id: Uuid,
+    webhook_id: Uuid,
+    attempt: i32,
+    lease_token: Uuid,
+) -> webhookd::db::queue::AttemptRecord {
+    webhookd::db::queue::AttemptRecord {
+        delivery_id,
+        webhook_id,
+        lease_token,
+        attempt,
+        next: webhookd::db::queue::NextStatus::Delivered,
+        status_code: Some(204),
+        outcome: "delivered",
+        reason: None,
+        response_excerpt: None,
+        started_at: chrono::Utc::now(),
+        duration: Duration::from_millis(1),
+        retry_after: None,
+        disables_webhook: false,
+    }
+}
+
 /// A valid `data` object for each event type.
 pub fn sample(event: webhookd::EventType) -> serde_json::Value {
     devkit::sample_data(event.as_str(), 7)
