@@ -20,17 +20,22 @@
 -- table size, so every plan, generic or not, takes it. And "still pending"
 -- is said as `next_attempt_at IS NOT NULL`, which the table's check
 -- deliveries_check makes the same condition but which implies nothing about
--- deliveries_due's predicate, so that index is out of the running.
+-- deliveries_due's predicate, so that index is out of the running. The
+-- batch's rows are then joined to its results by hashing (enable_nestloop
+-- off): with statistics that say the table is all but empty (after
+-- retention emptied it and a vacuum analysed it), a nested loop would
+-- rescan the batch for each of its rows, 250,000 comparisons for 500.
 --
 -- With the plan's shape no longer left to the table's size, the statement
--- keeps one generic plan per connection from its first call
--- (plan_cache_mode). Left to choose, PostgreSQL plans the first five calls
--- for their actual arrays and then keeps a generic plan only if it does not
--- look dearer than those did, which depends on the table at the time. Where
--- it looked dearer (one-row write-backs beside 3,000 leased deliveries,
--- counted under callgrind), every call was planned afresh: 1.39 M
--- instructions per call, 0.63 M with the generic plan (BENCHMARKS.md). In
--- the daemon's latency runs it had switched after five calls.
+-- keeps one generic plan per connection from its first call until the next
+-- VACUUM or ANALYZE of its tables (plan_cache_mode). Left to choose,
+-- PostgreSQL plans the first five calls for their actual arrays and then
+-- keeps a generic plan only if it does not look dearer than those did,
+-- which depends on the table at the time. Where it looked dearer (one-row
+-- write-backs beside 3,000 leased deliveries, counted under callgrind),
+-- every call was planned afresh: 1.44 M instructions per call with
+-- migration 7's body, against 0.64 M now (BENCHMARKS.md). In the daemon's
+-- latency runs it had switched after five calls.
 --
 -- Same signature and result: the previous release's daemons call it as
 -- before (its 11-argument form of migration 7 calls this one).
@@ -42,7 +47,7 @@ CREATE OR REPLACE FUNCTION outbox.daemon_complete(
 RETURNS bigint
 LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_bitmapscan = off SET jit = off
-SET plan_cache_mode = force_generic_plan
+SET plan_cache_mode = force_generic_plan SET enable_nestloop = off
 AS $fn$
 #variable_conflict use_column
 DECLARE

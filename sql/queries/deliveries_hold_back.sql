@@ -10,7 +10,8 @@ SET next_attempt_at = now() + $3::bigint * interval '1 millisecond',
     last_attempt_at = (SELECT max(a.started_at) FROM outbox.delivery_attempts a
                        WHERE a.delivery_id = d.id)
 FROM unnest($1::uuid[], $2::uuid[]) AS r(id, lease_token)
--- The batch by primary key, whatever the plan (migration 0012).
+-- Planned for each call with its own ids: the primary key serves a batch
+-- that is a small part of the table (migration 0012).
 WHERE d.id = ANY ($1::uuid[])
   AND d.id = r.id
   AND d.lease_token = r.lease_token

@@ -2,7 +2,9 @@
 //! rows by primary key, also when its connection settled on a plan while the
 //! queue was small and the statistics are from before a backlog built up,
 //! so writing back one batch does not read the backlog. The same for giving
-//! leases back.
+//! leases back, whose statement is planned for each call: its index reads
+//! are bounded the same way (the old statement read the pending rows
+//! through deliveries_due).
 
 use std::future::Future;
 
