@@ -20,7 +20,8 @@
 -- table size, so every plan, generic or not, takes it. And "still pending"
 -- is said as `next_attempt_at IS NOT NULL`, which the table's check
 -- deliveries_check makes the same condition but which implies nothing about
--- deliveries_due's predicate, so that index is out of the running. The
+-- deliveries_due's predicate, so that index is out of the running (the
+-- claim, outbox.daemon_claim of migration 5, locks its rows the same way). The
 -- batch's rows are then joined to its results by hashing (enable_nestloop
 -- off): with statistics that say the table is all but empty (after
 -- retention emptied it and a vacuum analysed it), a nested loop would
