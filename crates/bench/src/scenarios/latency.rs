@@ -83,10 +83,10 @@ impl Bench {
             }
             let made = sql::away_retries(&db.client, away, webhook).await?;
             println!("  {made} retries now wait for the away receiver");
-            // The extra warm-up events, the retries' statement, and this
-            // reading's flush (two statements) and reading (three).
-            let own = (AWAY_WARM_UP_EVENTS as i64 - 1) + 1 + 2 + 3;
-            counter.writes_from_here(&db, own).await?;
+            // The extra warm-up events and the retries' statement.
+            counter
+                .writes_from_here(&db, AWAY_WARM_UP_EVENTS as i64)
+                .await?;
         }
         counter
             .window_starts(&db, daemon.usage().cpu_seconds)
@@ -272,12 +272,14 @@ impl DaemonCounter {
 
     /// Counts writes from here on, leaving out the bench's own before (the
     /// away scenario's retries), and `own` more transactions of the bench's
-    /// own (its extra warm-up events and the retries). The daemon's writes
+    /// own (its extra warm-up events and the retries) besides this reading's
+    /// own five (a flush of two statements, then three). The daemon's writes
     /// for the warm-up events may be published later and so still count
     /// (its counters are published up to a second late while busy): at most
     /// their 39 deliveries' worth, under 1 % of the window's.
     async fn writes_from_here(&mut self, db: &super::BenchDb, own: i64) -> BenchResult<()> {
-        self.own_extra += own;
+        const READING: i64 = 5;
+        self.own_extra += own + READING;
         pgstats::flush(&db.client).await?;
         self.writes = pgstats::writes(&db.client).await?;
         Ok(())
