@@ -91,6 +91,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "write-back by primary key",
         include_str!("../../sql/migrations/0012_write_back_by_key.sql"),
     ),
+    (
+        13,
+        "fewer plan nodes per event",
+        include_str!("../../sql/migrations/0013_fewer_plan_nodes.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.

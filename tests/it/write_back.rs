@@ -4,7 +4,8 @@
 //! so writing back one batch does not read the backlog. The same for giving
 //! leases back, whose statement is planned for each call: its index reads
 //! are bounded the same way (the old statement read the pending rows
-//! through deliveries_due).
+//! through deliveries_due). And which result of a batch lands and is logged
+//! when two share a delivery (migration 0013 joins them once).
 
 use std::future::Future;
 
@@ -74,6 +75,66 @@ async fn write_back_and_release_read_their_rows_by_key_beside_a_backlog() {
         (delivered, leased),
         ((SMALL_BATCH + BATCH) * ROUNDS as i64, 0)
     );
+}
+
+/// A stale result (from a lease that has since passed to another sender) and
+/// the fresh one for the same delivery can share a write-back batch: only the
+/// fresh one lands, and the attempt log holds exactly it.
+#[tokio::test]
+async fn a_stale_and_a_fresh_result_in_one_batch_log_only_the_fresh_one() {
+    let app = TestApp::new().await;
+    let org = Uuid::new_v4();
+    app.create_webhook(org, "http://127.0.0.1:9/shared").await;
+    let client = app.db.client().await;
+    add_pending(&client, org, 1).await;
+    let (stale_token, first) = lease_batch(&client, 1).await;
+    // The lease passes on: a second claim re-leases the row under a new token.
+    client
+        .execute(
+            "UPDATE outbox.deliveries SET lease_token = NULL WHERE id = $1",
+            &[&first[0].0],
+        )
+        .await
+        .unwrap();
+    let (fresh_token, second) = lease_batch(&client, 1).await;
+    let (id, webhook, attempt) = second[0];
+    assert_eq!(id, first[0].0);
+
+    let mut stale = delivered_attempt(id, webhook, first[0].2, stale_token);
+    stale.next = queue::NextStatus::Failed;
+    stale.status_code = Some(500);
+    stale.outcome = "http_error";
+    stale.reason = Some("HTTP 500".into());
+    let fresh = delivered_attempt(id, webhook, attempt, fresh_token);
+    let landed = queue::complete(&client, &[stale, fresh.clone(), fresh])
+        .await
+        .unwrap();
+    assert_eq!(landed, 1);
+
+    let row = client
+        .query_one(
+            "SELECT status, last_status_code, last_error FROM outbox.deliveries WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, Option<i32>>(1)),
+        ("delivered".to_string(), Some(204))
+    );
+    assert_eq!(row.get::<_, Option<String>>(2), None);
+    let logged: Vec<(i32, Option<i32>, String)> = client
+        .query(
+            "SELECT attempt, status_code, outcome FROM outbox.delivery_attempts \
+             WHERE delivery_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(logged, vec![(attempt, Some(204), "delivered".to_string())]);
 }
 
 /// Commits `events` events of `org` and fans them out: one pending delivery
