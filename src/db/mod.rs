@@ -96,6 +96,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "fewer plan nodes per event",
         include_str!("../../sql/migrations/0013_fewer_plan_nodes.sql"),
     ),
+    (
+        14,
+        "cheaper validity check",
+        include_str!("../../sql/migrations/0014_cheaper_validity_check.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.

@@ -230,6 +230,7 @@ async fn the_fast_validity_check_never_accepts_what_the_full_validator_refuses()
         json!([]),
         json!(["a"]),
         json!([1]),
+        json!([["a"]]),
         json!({}),
     ];
     let mut events = Vec::new();
