@@ -17,8 +17,13 @@
 --   list's columns), so the attempt log no longer joins the results a
 --   second time. About 6 % fewer.
 --
--- Same signatures and results: the previous release's daemons call these
--- as before (docs/UPGRADING.md).
+-- Same signatures, and the same results for what a daemon sends: the
+-- previous release's daemons call these as before (docs/UPGRADING.md). Two
+-- inputs no daemon sends now behave differently. A write-back batch naming
+-- one delivery twice under its current token lands and logs it once and
+-- returns 1 (it logged two attempts and returned 2). The fan-out's p_busy
+-- and p_free must be of equal length with no NULL id (jsonb_object refuses
+-- them; the daemon builds both from one map, so ids are also unique).
 
 CREATE OR REPLACE FUNCTION outbox.daemon_fan_out_lease(
     p_batch int, p_limit int, p_busy uuid[], p_free int[], p_cap int,
