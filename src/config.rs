@@ -234,10 +234,7 @@ impl RunArgs {
                 lease: self.lease,
             },
             fanout: FanOutConfig::default(),
-            completer: CompleterConfig {
-                give_up_after: self.lease,
-                ..CompleterConfig::default()
-            },
+            completer: CompleterConfig::for_max_in_flight(max_in_flight, self.lease),
             poll_interval: self.poll_interval,
             shutdown_grace: self.shutdown_grace,
             secrets: secrets.keyring()?,

@@ -35,11 +35,38 @@ pub struct CompleterConfig {
     pub give_up_after: Duration,
 }
 
+/// Most results in one write-back.
+const BATCH_MAX: usize = 500;
+
+/// How long a result waits for others to share its write-back. A call
+/// costs PostgreSQL about as much as two and a half results in it, so
+/// writing each result alone, as a 2 ms wait did at a modest rate, cost
+/// about three times as much per result as a shared call, and woke the
+/// daemon once more per event. At 200 deliveries a second a call now takes
+/// about ten (docs/ARCHITECTURE.md, "Write-backs wait for company"). The
+/// price: a row shows `delivered` up to this much later, and a crash in
+/// that window sends those deliveries again, which at-least-once allows;
+/// waiting results count against `--max-in-flight` like sending ones.
+pub const LINGER_DEFAULT: Duration = Duration::from_millis(50);
+
+impl CompleterConfig {
+    /// Settings for a replica holding at most `max_in_flight` deliveries
+    /// unrecorded: a batch is written once it holds half of them, so that
+    /// results waiting for company never stall the claim for long.
+    pub fn for_max_in_flight(max_in_flight: usize, give_up_after: Duration) -> Self {
+        CompleterConfig {
+            batch: (max_in_flight / 2).clamp(1, BATCH_MAX),
+            give_up_after,
+            ..CompleterConfig::default()
+        }
+    }
+}
+
 impl Default for CompleterConfig {
     fn default() -> Self {
         CompleterConfig {
-            batch: 500,
-            linger: Duration::from_millis(2),
+            batch: BATCH_MAX,
+            linger: LINGER_DEFAULT,
             give_up_after: crate::delivery::claimer::LEASE_DEFAULT,
         }
     }
@@ -162,7 +189,7 @@ impl Completer {
     /// Writes one batch, retrying with backoff for as long as its leases could
     /// still be valid; after that the fence would drop it anyway.
     async fn write_with_retries(&self, batch: &[AttemptRecord]) -> bool {
-        let mut delay = Duration::from_millis(50);
+        let mut delay = Duration::from_millis(2);
         let give_up = tokio::time::Instant::now() + self.config.give_up_after;
         loop {
             match self.run_once(batch).await {
@@ -362,6 +389,22 @@ fn summarise_health(batch: &[AttemptRecord]) -> Vec<WebhookHealth> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_written_once_it_holds_half_of_what_may_be_in_flight() {
+        let lease = Duration::from_secs(30);
+        assert_eq!(CompleterConfig::for_max_in_flight(8, lease).batch, 4);
+        assert_eq!(CompleterConfig::for_max_in_flight(1, lease).batch, 1);
+        assert_eq!(CompleterConfig::for_max_in_flight(512, lease).batch, 256);
+        assert_eq!(
+            CompleterConfig::for_max_in_flight(100_000, lease).batch,
+            BATCH_MAX
+        );
+        assert_eq!(
+            CompleterConfig::for_max_in_flight(8, lease).linger,
+            LINGER_DEFAULT
+        );
+    }
 
     fn outcome(webhook: Uuid, success_s: Option<i64>, failure_s: Option<i64>) -> WebhookHealth {
         let at = |s: i64| chrono::DateTime::from_timestamp(s, 0).unwrap();

@@ -5,14 +5,17 @@
 //! leases back, whose statement is planned for each call: its index reads
 //! are bounded the same way (the old statement read the pending rows
 //! through deliveries_due). And which result of a batch lands and is logged
-//! when two share a delivery (migration 0013 joins them once).
+//! when two share a delivery (migration 0013 joins them once). And that
+//! results arriving one by one, at a modest rate, share write-backs.
 
 use std::future::Future;
+use std::time::Duration;
 
 use uuid::Uuid;
 use webhookd::db::queue::{self, AttemptRecord};
+use webhookd::delivery::completer::LINGER_DEFAULT;
 
-use crate::harness::{delivered_attempt, TestApp};
+use crate::harness::{delivered_attempt, test_args, Receiver, TestApp};
 
 /// Pending deliveries behind the batch: enough that reading them all shows.
 const BACKLOG: i64 = 20_000;
@@ -135,6 +138,62 @@ async fn a_stale_and_a_fresh_result_in_one_batch_log_only_the_fresh_one() {
         .map(|row| (row.get(0), row.get(1), row.get(2)))
         .collect();
     assert_eq!(logged, vec![(attempt, Some(204), "delivered".to_string())]);
+}
+
+/// Events sent one at a time: each is emitted once the previous one has
+/// arrived, so each is fanned out, sent and answered on its own, as at a
+/// modest rate.
+const ONE_BY_ONE: usize = 12;
+
+/// Results that arrive one by one, each a few milliseconds after the one
+/// before, wait for company (`LINGER_DEFAULT`) and share write-backs instead
+/// of each paying for a call of its own. A write-back sets `delivered_at` to
+/// its transaction's start for every row it lands, so consecutive distinct
+/// values are consecutive calls: none may follow the previous one sooner
+/// than the linger, however fast or slow the machine is.
+#[tokio::test]
+async fn results_arriving_one_by_one_share_write_backs() {
+    let app = TestApp::new().await;
+    let receiver = Receiver::with_status(200).await;
+    let org = Uuid::new_v4();
+    app.create_webhook(org, &receiver.url("/one-by-one")).await;
+    let daemon = app.spawn_daemon(app.config(&test_args()));
+    let producer = app.db.client().await;
+    for sent in 1..=ONE_BY_ONE {
+        let data = serde_json::json!({"id": format!("v{sent}"), "post_id": "p"});
+        webhookd::db::webhooks::emit(&producer, org, "vote.created", &data)
+            .await
+            .unwrap();
+        receiver.wait_for(sent, Duration::from_secs(20)).await;
+    }
+    app.wait_for_deliveries("status = 'delivered'", ONE_BY_ONE as i64)
+        .await;
+    daemon.stop().await.unwrap();
+
+    let calls: Vec<f64> = producer
+        .query(
+            "SELECT DISTINCT extract(epoch FROM delivered_at)::float8 * 1000 \
+             FROM outbox.deliveries ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    println!(
+        "{ONE_BY_ONE} results sent one by one, written back in {} calls",
+        calls.len()
+    );
+    // Timers never fire early; a millisecond for the clocks' rounding.
+    let linger_ms = LINGER_DEFAULT.as_secs_f64() * 1000.0 - 1.0;
+    for pair in calls.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= linger_ms,
+            "two write-backs {:.1} ms apart, less than the linger",
+            pair[1] - pair[0]
+        );
+    }
 }
 
 /// Commits `events` events of `org` and fans them out: one pending delivery
