@@ -101,6 +101,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "cheaper validity check",
         include_str!("../../sql/migrations/0014_cheaper_validity_check.sql"),
     ),
+    (
+        15,
+        "references kept by construction",
+        include_str!("../../sql/migrations/0015_references_by_construction.sql"),
+    ),
 ];
 
 /// The schema version this binary needs.

@@ -26,6 +26,7 @@ mod per_webhook_state;
 mod pooler;
 mod producers;
 mod receivers;
+mod references;
 mod replicas;
 mod samples;
 mod shutdown;
