@@ -186,12 +186,16 @@ impl RunArgs {
         secrets: &SecretArgs,
         resolver: Arc<dyn Resolve>,
     ) -> Result<DaemonConfig> {
-        let budget = self.connect_timeout + self.response_timeout;
+        // A result also waits for company before it is written.
+        let budget = self.connect_timeout
+            + self.response_timeout
+            + crate::delivery::completer::LINGER_DEFAULT;
         if self.lease <= budget {
             return Err(Error::config(format!(
-                "--lease ({}) must exceed --connect-timeout + --response-timeout ({}), \
-                 or a slow request could be sent twice",
+                "--lease ({}) must exceed --connect-timeout + --response-timeout + the write-back's \
+                 {} wait ({}), or a slow request could be sent twice",
                 format_duration(self.lease),
+                format_duration(crate::delivery::completer::LINGER_DEFAULT),
                 format_duration(budget)
             )));
         }

@@ -9,9 +9,10 @@
 -- written from a row the same statement has just read and locked: the
 -- fan-out takes events FOR UPDATE and webhooks FOR KEY SHARE, and the
 -- write-back logs an attempt from the delivery row its UPDATE has just
--- changed (RETURNING). No other statement inserts them. So the checks could
--- never fail, and the locks already keep a referenced row from being
--- deleted under the writer.
+-- changed (RETURNING). No other statement of webhookd inserts them. So the
+-- checks could never fail, and the locks already keep a referenced row from
+-- being deleted under the writer. Rows written by hand are no longer
+-- checked.
 --
 -- What the constraints also did is kept:
 -- * ON DELETE CASCADE: deleting events or webhooks deletes their deliveries,
@@ -22,8 +23,19 @@
 --   point at it were emptied in the same command.
 --
 -- Same tables and columns; the previous release's daemons and statements
--- work on the result (docs/UPGRADING.md). Dropping a constraint takes a
--- short ACCESS EXCLUSIVE lock on the two tables involved.
+-- work on the result (docs/UPGRADING.md).
+--
+-- Dropping a foreign key locks both of its tables ACCESS EXCLUSIVE until
+-- the migration commits. The four are locked first, in the order the
+-- daemon's statements take them (events before deliveries), so that a
+-- running fan-out or write-back makes the migration wait rather than
+-- deadlock with it. A producer's open transaction that has emitted also
+-- holds events, and emits queue behind a waiting migration: so it gives up
+-- after ten seconds (lock_timeout) and can simply be run again.
+
+SET LOCAL lock_timeout = '10s';
+LOCK TABLE outbox.events, outbox.webhooks, outbox.deliveries, outbox.delivery_attempts
+    IN ACCESS EXCLUSIVE MODE;
 
 ALTER TABLE outbox.deliveries
     DROP CONSTRAINT IF EXISTS deliveries_event_id_fkey,
@@ -32,9 +44,11 @@ ALTER TABLE outbox.delivery_attempts
     DROP CONSTRAINT IF EXISTS delivery_attempts_delivery_id_fkey;
 
 -- The ids go through an array so that each delete is an index scan of the
--- child table whatever the planner thinks of the deleted rows' count.
+-- child table whatever the planner thinks of the deleted rows' count. As the
+-- owner, as a foreign key's cascade ran: a role allowed to delete events
+-- need not be allowed to delete deliveries.
 CREATE FUNCTION outbox.events_deleted() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
     DELETE FROM outbox.deliveries d
     WHERE d.event_id = ANY (ARRAY(SELECT g.id FROM gone g));
@@ -43,7 +57,7 @@ END;
 $$;
 
 CREATE FUNCTION outbox.webhooks_deleted() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
     DELETE FROM outbox.deliveries d
     WHERE d.webhook_id = ANY (ARRAY(SELECT g.id FROM gone g));
@@ -52,7 +66,7 @@ END;
 $$;
 
 CREATE FUNCTION outbox.deliveries_deleted() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
     DELETE FROM outbox.delivery_attempts a
     WHERE a.delivery_id = ANY (ARRAY(SELECT g.id FROM gone g));

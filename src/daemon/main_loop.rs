@@ -164,7 +164,8 @@ impl MainLoop {
         let claimed = self.claim(tasks).await?;
         if claimed.asked == 0 {
             // Every slot is taken until results are written: the completer
-            // wakes the loop.
+            // writes what it holds now and wakes the loop.
+            self.signals.starved.notify_one();
             return Ok(Tick::Sleep(Sleep::until_recorded(
                 self.timing.poll_interval,
             )));

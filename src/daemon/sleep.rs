@@ -28,6 +28,9 @@ pub(super) struct Signals {
     pub slot_freed: Arc<Notify>,
     /// The completer wrote a batch: that much global capacity is back.
     pub recorded: Arc<Notify>,
+    /// The claim found `--max-in-flight` used up: the completer writes what
+    /// it holds instead of waiting for company.
+    pub starved: Arc<Notify>,
     /// Whether LISTEN works (for the loop's sleeps and for readiness).
     pub listen: Arc<ListenStatus>,
 }

@@ -174,6 +174,7 @@ fn start_completer(
             preparing: shared.preparing.clone(),
             signals: CompleterSignals {
                 recorded: shared.signals.recorded.clone(),
+                starved: shared.signals.starved.clone(),
                 retry_scheduled: shared.signals.wake.clone(),
             },
             metrics: shared.metrics.clone(),

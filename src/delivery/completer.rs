@@ -44,7 +44,7 @@ const BATCH_MAX: usize = 500;
 /// about three times as much per result as a shared call, and woke the
 /// daemon once more per event. At 200 deliveries a second a call now takes
 /// about ten (docs/ARCHITECTURE.md, "Write-backs wait for company"). The
-/// price: a row shows `delivered` up to this much later, and a crash in
+/// price: a row shows `delivered` about this much later, and a crash in
 /// that window sends those deliveries again, which at-least-once allows;
 /// waiting results count against `--max-in-flight` like sending ones.
 pub const LINGER_DEFAULT: Duration = Duration::from_millis(50);
@@ -72,10 +72,13 @@ impl Default for CompleterConfig {
     }
 }
 
-/// Whom the completer tells about a write.
+/// Whom the completer tells about a write, and who tells it to hurry.
 pub struct CompleterSignals {
     /// After every write: results no longer count against `--max-in-flight`.
     pub recorded: Arc<Notify>,
+    /// From the claim: `--max-in-flight` is used up, so results waiting for
+    /// company hold up new work; the waiting batch is written at once.
+    pub starved: Arc<Notify>,
     /// After a write that scheduled a retry: it may be due before the claim
     /// loop's planned wake-up.
     pub retry_scheduled: Arc<Notify>,
@@ -120,7 +123,9 @@ impl Completer {
     }
 
     /// Lets the first result of a batch wait `linger` for company, up to
-    /// `batch` results.
+    /// `batch` results, unless the claim is starved meanwhile: with slow
+    /// receivers holding most of `--max-in-flight`, a wait each time would
+    /// pace everyone else to one claim per linger.
     async fn gather(
         &self,
         results: &mut mpsc::Receiver<AttemptRecord>,
@@ -135,6 +140,7 @@ impl Completer {
                     Some(record) => batch.push(record),
                     None => break,
                 },
+                _ = self.parts.signals.starved.notified() => break,
                 _ = &mut linger => break,
             }
         }
@@ -189,7 +195,7 @@ impl Completer {
     /// Writes one batch, retrying with backoff for as long as its leases could
     /// still be valid; after that the fence would drop it anyway.
     async fn write_with_retries(&self, batch: &[AttemptRecord]) -> bool {
-        let mut delay = Duration::from_millis(2);
+        let mut delay = Duration::from_millis(50);
         let give_up = tokio::time::Instant::now() + self.config.give_up_after;
         loop {
             match self.run_once(batch).await {

@@ -9,11 +9,20 @@
 //! results arriving one by one, at a modest rate, share write-backs.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
+use webhookd::admin::metrics::Metrics;
 use webhookd::db::queue::{self, AttemptRecord};
-use webhookd::delivery::completer::LINGER_DEFAULT;
+use webhookd::db::Preparing;
+use webhookd::delivery::claimer::InFlight;
+use webhookd::delivery::completer::{
+    Completer, CompleterConfig, CompleterParts, CompleterSignals, LINGER_DEFAULT,
+};
+use webhookd::delivery::pacing::PacingConfig;
+use webhookd::service::Service;
 
 use crate::harness::{delivered_attempt, test_args, Receiver, TestApp};
 
@@ -30,10 +39,10 @@ const SMALL_BATCH: i64 = 1;
 const ROUNDS: usize = 20;
 
 /// Most index entries a statement may read per row of its batch: the row's
-/// lookup and the attempt log's foreign-key check, each of which meets one
-/// primary-key entry per version of the row not yet vacuumed away (the
-/// fan-out's insert, the lease, …; more while other transactions hold the
-/// horizon back). Reading the backlog would be about 150 per row.
+/// lookup (and, before migration 15, the attempt log's foreign-key check),
+/// which meets one primary-key entry per version of the row not yet vacuumed
+/// away (the fan-out's insert, the lease, …; more while other transactions
+/// hold the horizon back). Reading the backlog would be about 150 per row.
 const READS_PER_ROW: i64 = 16;
 
 /// Index entries this session read through any index of outbox.deliveries.
@@ -152,7 +161,7 @@ const ONE_BY_ONE: usize = 12;
 /// values are consecutive calls: none may follow the previous one sooner
 /// than the linger, however fast or slow the machine is.
 #[tokio::test]
-async fn results_arriving_one_by_one_share_write_backs() {
+async fn write_backs_of_results_arriving_one_by_one_wait_for_company() {
     let app = TestApp::new().await;
     let receiver = Receiver::with_status(200).await;
     let org = Uuid::new_v4();
@@ -194,6 +203,62 @@ async fn results_arriving_one_by_one_share_write_backs() {
             pair[1] - pair[0]
         );
     }
+}
+
+/// A result waiting for company is written at once when the claim reports
+/// `--max-in-flight` used up: otherwise slow receivers holding most of it
+/// would pace every other webhook to one claim per linger. With an hour's
+/// linger only that signal can get the result written within the wait.
+#[tokio::test]
+async fn a_starved_claim_has_the_waiting_results_written_at_once() {
+    let app = TestApp::new().await;
+    let org = Uuid::new_v4();
+    app.create_webhook(org, "http://127.0.0.1:9/starved").await;
+    let client = app.db.client().await;
+    add_pending(&client, org, 1).await;
+    let (token, leased) = lease_batch(&client, 1).await;
+    let (id, webhook, attempt) = leased[0];
+
+    let target = webhookd::db::parse_url(&app.db.url).unwrap();
+    let starved = Arc::new(Notify::new());
+    let (results, received) = mpsc::channel(8);
+    let completer = Completer::new(
+        CompleterConfig {
+            batch: 4,
+            linger: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(30),
+        },
+        CompleterParts {
+            pool: webhookd::db::connect_pool(&target, 2).await.unwrap(),
+            preparing: Preparing::default(),
+            signals: CompleterSignals {
+                recorded: Arc::new(Notify::new()),
+                retry_scheduled: Arc::new(Notify::new()),
+                starved: starved.clone(),
+            },
+            metrics: Arc::new(Metrics::new()),
+            in_flight: Arc::new(InFlight::new(PacingConfig::up_to(8))),
+            results: received,
+        },
+    );
+    let (_stop, shutdown) = webhookd::shutdown::channel();
+    let running = tokio::spawn(completer.run(shutdown));
+
+    results
+        .send(delivered_attempt(id, webhook, attempt, token))
+        .await
+        .unwrap();
+    starved.notify_one();
+    app.db
+        .wait_for_count(
+            "the waiting result written",
+            "SELECT count(*) FROM outbox.deliveries WHERE status = 'delivered'",
+            1,
+            Duration::from_secs(20),
+        )
+        .await;
+    drop(results);
+    running.await.unwrap();
 }
 
 /// Commits `events` events of `org` and fans them out: one pending delivery
