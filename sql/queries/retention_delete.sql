@@ -1,6 +1,6 @@
 -- Retention: delete one batch of events older than the retention period whose
 -- deliveries are all finished; their deliveries and attempts go with them
--- (ON DELETE CASCADE). $1 retention in ms, $2 batch size.
+-- (the delete triggers of migration 15). $1 retention in ms, $2 batch size.
 -- SKIP LOCKED: an event being fanned out right now is left for next time.
 --
 -- Old events are found by id on the primary key (migration 10 dropped the

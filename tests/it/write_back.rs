@@ -281,8 +281,7 @@ async fn add_pending(client: &tokio_postgres::Client, org: Uuid, events: i64) {
 
 /// Leases `batch` deliveries and writes them back as delivered, then leases
 /// `batch` more and gives them back; each statement must read about its own
-/// rows only (its lookups and the attempt log's foreign-key checks), not the
-/// pending ones beside them.
+/// rows only (its lookups), not the pending ones beside them.
 async fn write_back_and_release(client: &tokio_postgres::Client, batch: i64, what: &str) {
     let pending: i64 = client
         .query_one(
