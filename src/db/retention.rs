@@ -20,7 +20,8 @@ pub(crate) async fn try_sweep_lock(tx: &Transaction<'_>, key: i64) -> Result<boo
 }
 
 /// Deletes one batch of expired, finished events (and, through the delete
-/// triggers of migration 15, their deliveries and attempts). `None` when another replica holds the sweep.
+/// triggers of migration 15, their deliveries and attempts). `None` when
+/// another replica holds the sweep.
 pub async fn delete_expired_events(
     client: &mut tokio_postgres::Client,
     keep: Duration,

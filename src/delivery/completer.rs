@@ -77,7 +77,9 @@ pub struct CompleterSignals {
     /// After every write: results no longer count against `--max-in-flight`.
     pub recorded: Arc<Notify>,
     /// From the claim: `--max-in-flight` is used up, so results waiting for
-    /// company hold up new work; the waiting batch is written at once.
+    /// company hold up new work; the waiting batch is written at once. (A
+    /// signal that finds no batch waiting ends the next wait early: one
+    /// smaller write, no harm.)
     pub starved: Arc<Notify>,
     /// After a write that scheduled a retry: it may be due before the claim
     /// loop's planned wake-up.
