@@ -186,16 +186,16 @@ impl RunArgs {
         secrets: &SecretArgs,
         resolver: Arc<dyn Resolve>,
     ) -> Result<DaemonConfig> {
+        let max_in_flight = self.max_in_flight as usize;
+        let completer = CompleterConfig::for_max_in_flight(max_in_flight, self.lease);
         // A result also waits for company before it is written.
-        let budget = self.connect_timeout
-            + self.response_timeout
-            + crate::delivery::completer::LINGER_DEFAULT;
+        let budget = self.connect_timeout + self.response_timeout + completer.linger;
         if self.lease <= budget {
             return Err(Error::config(format!(
                 "--lease ({}) must exceed --connect-timeout + --response-timeout + the write-back's \
                  {} wait ({}), or a slow request could be sent twice",
                 format_duration(self.lease),
-                format_duration(crate::delivery::completer::LINGER_DEFAULT),
+                format_duration(completer.linger),
                 format_duration(budget)
             )));
         }
@@ -203,7 +203,6 @@ impl RunArgs {
             Some(path) => read_certificates(path)?,
             None => Vec::new(),
         };
-        let max_in_flight = self.max_in_flight as usize;
         let database = crate::db::parse_url(database_url)?;
         let listen = match &self.listen_database_url {
             Some(url) => Some(DatabaseTarget::parse(url, "--listen-database-url")?),
@@ -238,7 +237,7 @@ impl RunArgs {
                 lease: self.lease,
             },
             fanout: FanOutConfig::default(),
-            completer: CompleterConfig::for_max_in_flight(max_in_flight, self.lease),
+            completer,
             poll_interval: self.poll_interval,
             shutdown_grace: self.shutdown_grace,
             secrets: secrets.keyring()?,
