@@ -15,8 +15,10 @@ use crate::sql::{self, Events};
 impl Bench {
     /// Producer cost (scenario 4): a pgbench-style business transaction at
     /// 8 clients, without and with one `outbox.emit`, NOTIFY off and on, and
-    /// for reference with the same row inserted into a plain table. No
-    /// daemon runs: this is what producers pay. Each round runs every mode
+    /// for reference with the same row inserted into a plain table and
+    /// through `emit` into a copy of the outbox table without its trigger
+    /// (what checking, stamping and announcing the row costs). No daemon
+    /// runs: this is what producers pay. Each round runs every mode
     /// once, each after a VACUUM, in an order that rotates from round to
     /// round: the tables grow during a run, and a shared machine's speed
     /// drifts, which would otherwise favour whichever mode runs first.
@@ -32,12 +34,7 @@ impl Bench {
         );
         let db = self.fresh_db().await?;
         sql::create_business_tables(&db.client).await?;
-        let modes = [
-            ProducerMode::NoOutbox,
-            ProducerMode::PlainInsert,
-            ProducerMode::Emit { notify: false },
-            ProducerMode::Emit { notify: true },
-        ];
+        let modes = PRODUCER_MODES;
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         let mut cpu_samples: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         for round in 0..rounds {
@@ -58,12 +55,14 @@ impl Bench {
             }
         }
         sql::set_wakeup_notify(&db.client, true).await?;
-        // Per round: the points by which emit (NOTIFY off) loses more TPS
-        // than the plain insert, and its extra server CPU per transaction.
-        let beyond_plain = Paired::of(&samples, &cpu_samples);
+        // Per round: the points by which emit (NOTIFY off), and emit without
+        // the trigger, lose more TPS than the plain insert, and their extra
+        // server CPU per transaction.
+        let beyond_plain = Paired::of(&samples, &cpu_samples, EMIT_OFF);
+        let untriggered = Paired::of(&samples, &cpu_samples, UNTRIGGERED);
         let medians: Vec<f64> = samples.iter().map(|s| middle(s)).collect();
         let cpu_medians: Vec<f64> = cpu_samples.iter().map(|s| middle(s)).collect();
-        let base = medians[0];
+        let base = medians[NO_OUTBOX];
         let overhead = |tps: f64| round3((1.0 - tps / base) * 100.0);
         for ((mode, tps), cpu_us) in modes.iter().zip(&medians).zip(&cpu_medians) {
             println!(
@@ -71,7 +70,7 @@ impl Bench {
                  {cpu_us:>6.1} µs server CPU per transaction (median), {:>+6.1} µs",
                 mode.name(),
                 overhead(*tps),
-                cpu_us - cpu_medians[0]
+                cpu_us - cpu_medians[NO_OUTBOX]
             );
         }
         println!(
@@ -82,6 +81,14 @@ impl Bench {
             list(&beyond_plain.cpu_us),
             middle(&beyond_plain.cpu_us),
         );
+        println!(
+            "  emit without its trigger beyond the plain table, within each round: {} points \
+             (median {:.1}); {} µs server CPU per transaction (median {:.1})",
+            list(&untriggered.points),
+            middle(&untriggered.points),
+            list(&untriggered.cpu_us),
+            middle(&untriggered.cpu_us),
+        );
         db.drop_database().await;
         Ok(json!({
             "scenario": "producer",
@@ -89,33 +96,46 @@ impl Bench {
             "seconds_per_mode": seconds,
             "rounds": rounds,
             "tps": {
-                "no_outbox": medians[0].round(),
-                "plain_insert": medians[1].round(),
-                "emit_notify_off": medians[2].round(),
-                "emit_notify_on": medians[3].round(),
+                "no_outbox": medians[NO_OUTBOX].round(),
+                "plain_insert": medians[PLAIN].round(),
+                "emit_notify_off": medians[EMIT_OFF].round(),
+                "emit_notify_on": medians[EMIT_ON].round(),
+                "emit_untriggered": medians[UNTRIGGERED].round(),
             },
             "overhead_percent": {
-                "plain_insert": overhead(medians[1]),
-                "notify_off": overhead(medians[2]),
-                "notify_on": overhead(medians[3]),
+                "plain_insert": overhead(medians[PLAIN]),
+                "notify_off": overhead(medians[EMIT_OFF]),
+                "notify_on": overhead(medians[EMIT_ON]),
+                "untriggered": overhead(medians[UNTRIGGERED]),
             },
             "server_cpu_us_per_transaction": {
-                "no_outbox": round3(cpu_medians[0]),
-                "plain_insert": round3(cpu_medians[1]),
-                "emit_notify_off": round3(cpu_medians[2]),
-                "emit_notify_on": round3(cpu_medians[3]),
+                "no_outbox": round3(cpu_medians[NO_OUTBOX]),
+                "plain_insert": round3(cpu_medians[PLAIN]),
+                "emit_notify_off": round3(cpu_medians[EMIT_OFF]),
+                "emit_notify_on": round3(cpu_medians[EMIT_ON]),
+                "emit_untriggered": round3(cpu_medians[UNTRIGGERED]),
             },
-            "emit_beyond_plain_per_round": {
-                "points": beyond_plain.points.iter().map(|p| round3(*p)).collect::<Vec<_>>(),
-                "median_points": round3(middle(&beyond_plain.points)),
-                "server_cpu_us": beyond_plain.cpu_us.iter().map(|c| round3(*c)).collect::<Vec<_>>(),
-                "median_server_cpu_us": round3(middle(&beyond_plain.cpu_us)),
-            },
+            "emit_beyond_plain_per_round": beyond_plain.json(),
+            "untriggered_beyond_plain_per_round": untriggered.json(),
         }))
     }
 }
 
-/// What `emit` (NOTIFY off) costs beyond the plain insert, round by round.
+/// The producer scenario's modes; the indexes below name their places.
+const PRODUCER_MODES: [ProducerMode; 5] = [
+    ProducerMode::NoOutbox,
+    ProducerMode::PlainInsert,
+    ProducerMode::Emit { notify: false },
+    ProducerMode::Emit { notify: true },
+    ProducerMode::EmitUntriggered,
+];
+const NO_OUTBOX: usize = 0;
+const PLAIN: usize = 1;
+const EMIT_OFF: usize = 2;
+const EMIT_ON: usize = 3;
+const UNTRIGGERED: usize = 4;
+
+/// What one mode costs beyond the plain insert, round by round.
 struct Paired {
     /// Its TPS loss minus the plain insert's, in percentage points of that
     /// round's run without the outbox.
@@ -125,14 +145,25 @@ struct Paired {
 }
 
 impl Paired {
-    /// From each mode's samples in round order (no outbox, plain, emit off, …).
-    fn of(tps: &[Vec<f64>], cpu_us: &[Vec<f64>]) -> Paired {
-        let rounds = tps[0].len();
+    /// From each mode's samples in round order, for the mode at `mode`.
+    fn of(tps: &[Vec<f64>], cpu_us: &[Vec<f64>], mode: usize) -> Paired {
+        let rounds = tps[NO_OUTBOX].len();
         let points = (0..rounds)
-            .map(|r| (tps[1][r] - tps[2][r]) / tps[0][r] * 100.0)
+            .map(|r| (tps[PLAIN][r] - tps[mode][r]) / tps[NO_OUTBOX][r] * 100.0)
             .collect();
-        let cpu_us = (0..rounds).map(|r| cpu_us[2][r] - cpu_us[1][r]).collect();
+        let cpu_us = (0..rounds)
+            .map(|r| cpu_us[mode][r] - cpu_us[PLAIN][r])
+            .collect();
         Paired { points, cpu_us }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "points": self.points.iter().map(|p| round3(*p)).collect::<Vec<_>>(),
+            "median_points": round3(middle(&self.points)),
+            "server_cpu_us": self.cpu_us.iter().map(|c| round3(*c)).collect::<Vec<_>>(),
+            "median_server_cpu_us": round3(middle(&self.cpu_us)),
+        })
     }
 }
 
@@ -171,6 +202,10 @@ enum ProducerMode {
     PlainInsert,
     /// `outbox.emit`, with the wake-up switch off or on.
     Emit { notify: bool },
+    /// `emit`'s body into a copy of `outbox.events` without its trigger:
+    /// the outbox row's defaults and indexes and the function call, with
+    /// nothing checking the row.
+    EmitUntriggered,
 }
 
 impl ProducerMode {
@@ -180,6 +215,7 @@ impl ProducerMode {
             ProducerMode::PlainInsert => "same row into a plain table",
             ProducerMode::Emit { notify: false } => "emit, NOTIFY off",
             ProducerMode::Emit { notify: true } => "emit, NOTIFY on",
+            ProducerMode::EmitUntriggered => "emit without its trigger",
         }
     }
 }
@@ -214,6 +250,7 @@ async fn business_transactions(
             ProducerMode::NoOutbox => None,
             ProducerMode::PlainInsert => Some(sql::PLAIN_INSERT),
             ProducerMode::Emit { .. } => Some(sql::EMIT),
+            ProducerMode::EmitUntriggered => Some(sql::EMIT_UNTRIGGERED),
         };
         let accounts = client.prepare(sql::BUSINESS_ACCOUNT).await?;
         let tellers = client.prepare(sql::BUSINESS_TELLER).await?;
