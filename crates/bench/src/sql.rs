@@ -27,6 +27,9 @@ const BUSINESS_TABLES: &str = "
                                      organization_id uuid NOT NULL, event text NOT NULL,
                                      data jsonb NOT NULL,
                                      occurred_at timestamptz NOT NULL DEFAULT clock_timestamp());
+    -- LIKE copies no triggers. The identity's cache is set as migration 10
+    -- set the original's, and the function is outbox.emit's body
+    -- (sql/migrations/0003_cheaper_emit.sql) pointed at the copy.
     CREATE TABLE bench_untriggered_events (LIKE outbox.events INCLUDING ALL);
     ALTER TABLE bench_untriggered_events ALTER COLUMN seq SET CACHE 64;
     CREATE FUNCTION bench_emit_untriggered(organization_id uuid, event text, data jsonb)
