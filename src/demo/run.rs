@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::config::{RunArgs, SecretArgs};
 use crate::db;
 use crate::delivery::sender::SystemResolver;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventType;
 use crate::manage::{self, CreateWebhook};
 use crate::signing::SecretBox;
@@ -63,7 +63,18 @@ impl DemoDatabase {
             }
         };
         // The product's own connection rules (TLS, verify-full), not the kit's.
-        let admin = db::connect_single(&server_url).await?;
+        // A server the user named is never swapped for a throwaway one, so
+        // the error says how to get that instead.
+        let admin = db::connect_single(&server_url).await.map_err(|err| {
+            if err.kind() == ErrorKind::Unavailable {
+                Error::unavailable(format!(
+                    "{err}; the demo starts its own throwaway server only when \
+                     neither --database-url nor DATABASE_URL is set"
+                ))
+            } else {
+                err
+            }
+        })?;
         let scratch = ScratchDb::create_with(&admin, &server_url, "webhookd_demo")
             .await
             .map_err(|err| Error::db("creating the demo database", err))?;

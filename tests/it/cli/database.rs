@@ -68,6 +68,12 @@ async fn demo_uses_the_database_url_flag_over_the_environment() {
         line.contains("cannot connect to the database") && line.contains("127.0.0.1:1/postgres"),
         "the demo tried the flag's server: {line}"
     );
+    assert!(
+        line.contains(
+            "starts its own throwaway server only when neither --database-url nor DATABASE_URL is set"
+        ),
+        "says how to get the demo's own server instead: {line}"
+    );
     assert!(!line.contains("hunter2"), "the password is shown: {line}");
 }
 
