@@ -52,29 +52,28 @@ struct DemoDatabase {
 
 impl DemoDatabase {
     async fn open(database_url: Option<String>) -> Result<DemoDatabase> {
-        let server_url = match database_url {
-            Some(url) => url,
+        // The product's own connection rules (TLS, verify-full), not the kit's.
+        let (server_url, admin) = match database_url {
+            // A server the user named is never swapped for a throwaway one,
+            // so the error says how to get that instead.
+            Some(url) => match db::connect_single(&url).await {
+                Ok(admin) => (url, admin),
+                Err(err) if err.kind() == ErrorKind::Unavailable => {
+                    return Err(Error::unavailable(format!(
+                        "{err}; the demo starts its own throwaway server only when \
+                         neither --database-url nor DATABASE_URL is set"
+                    )))
+                }
+                Err(err) => return Err(err),
+            },
             None => {
                 let default = db::DATABASE_URL_DEFAULT.to_string();
-                if db::connect_single(&default).await.is_err() {
-                    return DemoDatabase::throwaway().await;
+                match db::connect_single(&default).await {
+                    Ok(admin) => (default, admin),
+                    Err(_) => return DemoDatabase::throwaway().await,
                 }
-                default
             }
         };
-        // The product's own connection rules (TLS, verify-full), not the kit's.
-        // A server the user named is never swapped for a throwaway one, so
-        // the error says how to get that instead.
-        let admin = db::connect_single(&server_url).await.map_err(|err| {
-            if err.kind() == ErrorKind::Unavailable {
-                Error::unavailable(format!(
-                    "{err}; the demo starts its own throwaway server only when \
-                     neither --database-url nor DATABASE_URL is set"
-                ))
-            } else {
-                err
-            }
-        })?;
         let scratch = ScratchDb::create_with(&admin, &server_url, "webhookd_demo")
             .await
             .map_err(|err| Error::db("creating the demo database", err))?;
